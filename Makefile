@@ -1,0 +1,30 @@
+# Two entry points, both setting up what they need from nothing:
+#   make demo   a real study: digits MLP, Bayesian search, 2 local workers, ./tuner.db
+#   make test   the test suite against SQLite, PostgreSQL and MariaDB on loopback
+
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint services clean
+
+$(BIN)/tuner: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(BIN)/tuner
+	$(BIN)/tuner run studies/digits_mlp.py --strategy bayes --trials 20 --workers 2
+
+services:
+	@bash .ci/services
+
+test: $(BIN)/tuner services
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/tuner
+	$(BIN)/ruff check tuner workers studies tests benchmarks
+
+clean:
+	rm -rf $(VENV) tuner.db tuner.db-wal tuner.db-shm

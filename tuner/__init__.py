@@ -1,0 +1,25 @@
+"""Hyperparameter search for Keras models, with a SQL database behind every study.
+
+    from tuner import Study, Space, Int, Float, Choice
+"""
+
+from tuner.coordinator import CoordinatorOptions, Interrupted, Progress, TooManyFailures
+from tuner.definition import StudyDefinition, load_definition
+from tuner.errors import DefinitionError, SpaceError, StorageError, StudyNotFound, TunerError
+from tuner.executors import Executor, InProcess
+from tuner.hyperparameters import HyperParameters
+from tuner.space import Bool, Choice, Fixed, Float, Int, Space
+from tuner.states import TrialState
+from tuner.storage import Storage, Trial
+from tuner.strategies import Bayes, GridSearch, RandomSearch, Strategy
+from tuner.study import Study
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bayes", "Bool", "Choice", "CoordinatorOptions", "DefinitionError", "Executor", "Fixed",
+    "Float", "GridSearch", "HyperParameters", "InProcess", "Int", "Interrupted", "Progress",
+    "RandomSearch", "SpaceError", "Storage", "StorageError", "Strategy", "Study",
+    "StudyDefinition", "StudyNotFound", "TooManyFailures", "Trial", "TrialState", "TunerError",
+    "Space", "load_definition",
+]

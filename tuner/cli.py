@@ -1,0 +1,256 @@
+"""The `tuner` command: each subcommand is a thin wrapper over the Python API."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from tuner.coordinator import Interrupted
+from tuner.display import ProgressDisplay, fmt, studies_table, trials_table
+from tuner.errors import TunerError
+from tuner.states import TrialState
+from tuner.stdio import captured_stderr
+from tuner.storage import DEFAULT_URL, Storage, safe_url
+from tuner.study import Study, rank, trial_row
+
+app = typer.Typer(
+    help="Hyperparameter search for Keras models, with every trial in a SQL database.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+# Off a terminal (logs, CI, pipes) Rich would squeeze tables into 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+StorageOpt = Annotated[str, typer.Option(
+    "--storage", envvar="TUNER_STORAGE", show_envvar=True,
+    help="Database URL, e.g. sqlite:///tuner.db or postgresql+psycopg://user@host/db.",
+)]
+NameArg = Annotated[str, typer.Argument(help="Name of the study.", show_default=False)]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(command: F) -> F:
+    """Errors a user can cause end in one message and exit code 1, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (TunerError, ValueError) as exc:
+            err.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Strategy(str, Enum):
+    grid = "grid"
+    random = "random"
+    bayes = "bayes"
+    bayes_gp = "bayes-gp"
+
+
+@app.command()
+@friendly
+def run(
+    study_file: Annotated[Path, typer.Argument(help="Python file defining the study.",
+                                               show_default=False)],
+    storage: StorageOpt = DEFAULT_URL,
+    name: Annotated[str | None, typer.Option(help="Study name [default: the file's name].")] = None,
+    strategy: Annotated[Strategy | None, typer.Option(
+        help="Search strategy [default: bayes; a resumed study keeps its own].")] = None,
+    trials: Annotated[int, typer.Option(min=1, help="Trials in all, earlier runs included.")] = 20,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Worker processes [default: one per visible GPU, else 1].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the study [default: random].")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the file's epochs.")] = None,
+    top: Annotated[int, typer.Option(min=0, help="Rows of the ranked table at the end.")] = 10,
+) -> None:
+    """Run (or resume) a study: sample, train on local workers, rank."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with captured_stderr():  # TensorFlow's start-up chatter, unless the import fails
+        study = Study.create(name, definition=study_file, storage=storage,
+                             strategy=strategy.value if strategy else None, seed=seed,
+                             epochs=epochs, load_if_exists=True)
+    counts = study.counts()
+    done = sum(counts[s] for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED))
+    record = study.record
+    out.print(
+        f"Study [bold]{record.name}[/] · {record.strategy} · {record.metric} ({record.direction})"
+        f" · {safe_url(storage)}" + (f" · resuming with {done} trials done" if done else ""),
+        highlight=False,
+    )
+    try:
+        with ProgressDisplay(out) as display:
+            study.optimize(trials, workers=workers, on_progress=display)
+    except Interrupted as exc:
+        command = ["tuner", "run", str(study_file), "--storage", safe_url(storage),
+                   "--name", record.name, "--trials", str(trials)]
+        command += ["--workers", str(workers)] if workers else []
+        command += ["--epochs", str(epochs)] if epochs else []
+        err.print(f"[yellow]Stopped:[/] {exc}.\nResume with:\n  {shlex.join(command)}",
+                  highlight=False)
+        raise typer.Exit(130) from None
+    ranked = study.ranked()[:top]
+    if ranked:
+        out.print(trials_table(record, ranked, title=f"Top {len(ranked)} trials of {record.name}"))
+
+
+@app.command()
+@friendly
+def studies(storage: StorageOpt = DEFAULT_URL) -> None:
+    """List the studies in the database with their trial counts and best values."""
+    summaries = Storage(storage).list_studies()
+    if not summaries:
+        out.print(f"No studies in {safe_url(storage)}.")
+        return
+    out.print(studies_table(summaries))
+
+
+def _sort_key(column: str, sign: int) -> Callable[[Any], Any]:
+    def key(trial: Any) -> tuple[int, Any]:
+        if column in ("number", "epochs", "retries", "best_epoch"):
+            value = getattr(trial, column)
+        elif column == "value":
+            value = None if trial.value is None else -sign * trial.value
+        elif column in ("duration", "time"):
+            value = trial.duration
+        elif column == "state":
+            value = trial.state.value
+        else:
+            value = trial.params.get(column)
+        return (value is None, value if value is not None else 0)
+    return key
+
+
+@app.command()
+@friendly
+def trials(
+    name: NameArg,
+    storage: StorageOpt = DEFAULT_URL,
+    top: Annotated[int | None, typer.Option(min=1, help="Show only the best K.")] = None,
+    state: Annotated[list[TrialState] | None, typer.Option(
+        case_sensitive=False, help="Only trials in this state (repeatable).")] = None,
+    sort: Annotated[str, typer.Option(
+        help="Order by 'rank' (best first), 'number', 'value', 'duration', 'epochs' "
+             "or a parameter's name.")] = "rank",
+) -> None:
+    """Show a study's trials, best first."""
+    study = Study.load(name, storage=storage)
+    chosen = study.storage.trials(study.record.id, states=set(state) if state else None)
+    if sort == "rank":
+        chosen = rank(chosen, study.record.sign)
+    else:
+        known = {"number", "value", "duration", "time", "epochs", "retries", "best_epoch",
+                 "state"} | {p for t in chosen for p in t.params}
+        if sort not in known:
+            raise ValueError(f"--sort: unknown column {sort!r} (choose from rank, "
+                             f"{', '.join(sorted(known))})")
+        chosen = sorted(chosen, key=_sort_key(sort, study.record.sign))
+    chosen = chosen[:top] if top else chosen
+    if not chosen:
+        out.print(f"Study {name!r} has no trials" + (" in that state." if state else " yet."))
+        return
+    out.print(trials_table(study.record, chosen, title=f"Trials of {name}",
+                           ranked=sort == "rank"))
+
+
+@app.command()
+@friendly
+def best(name: NameArg, storage: StorageOpt = DEFAULT_URL) -> None:
+    """Show the best trial: its parameters, value, epoch, and how to rebuild its model."""
+    study = Study.load(name, storage=storage)
+    trial = study.best_trial
+    record = study.record
+    out.print(f"Best trial of [bold]{name}[/]: #{trial.number}, {record.metric} = "
+              f"{fmt(trial.value)} ({record.direction}) at epoch {fmt(trial.best_epoch)}",
+              highlight=False)
+    out.print("Parameters:")
+    for key, value in trial.params.items():
+        out.print(f"  {key} = {value!r}", highlight=False)
+    out.print("Rebuild the model (untrained; fit it on your data):", highlight=False)
+    out.print(
+        f"  from tuner import Study\n"
+        f"  study = Study.load({name!r}, storage={safe_url(storage)!r})\n"
+        f"  model = study.build_best_model()\n"
+        f"or, in the study file's own terms:\n"
+        f"  model = build_model(HyperParameters.from_values({trial.params!r}))",
+        highlight=False, markup=False,
+    )
+
+
+class Format(str, Enum):
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+@friendly
+def export(
+    name: NameArg,
+    storage: StorageOpt = DEFAULT_URL,
+    format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.csv,
+    output: Annotated[Path | None, typer.Option("--out", help="File to write [default: stdout].")]
+    = None,
+) -> None:
+    """Export every trial of a study (JSON includes the per-epoch metrics)."""
+    study = Study.load(name, storage=storage)
+    rows = [trial_row(t) for t in study.trials]
+    if format == Format.json:
+        per_epoch = study.storage.epochs(t.id for t in study.trials)
+        for row, trial in zip(rows, study.trials):
+            row["params"] = trial.params
+            row["epoch_metrics"] = per_epoch[trial.id]
+        text = json.dumps({"study": name, "metric": study.metric, "direction": study.direction,
+                           "trials": rows}, indent=2)
+    else:
+        columns: list[str] = []
+        for row in rows:
+            columns += [c for c in row if c not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        err.print(f"Wrote {len(rows)} trials to {output}", highlight=False)
+
+
+@app.command()
+@friendly
+def delete(
+    name: NameArg,
+    storage: StorageOpt = DEFAULT_URL,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a study and all its trials."""
+    study = Study.load(name, storage=storage)
+    count = len(study.trials)
+    if not yes and not typer.confirm(f"Delete study {name!r} and its {count} trials?"):
+        raise typer.Exit(1)
+    study.delete()
+    out.print(f"Deleted study {name!r} ({count} trials).")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The coordinator: keeps the workers fed with trials until the budget is spent.
+
+It asks the strategy for configurations, writes them as QUEUED trials, tells the
+strategy each result, requeues trials whose worker was lost, and reports progress.
+It never trains anything and holds no lock while workers train.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tuner.errors import TunerError
+from tuner.executors import Executor
+from tuner.space import Space
+from tuner.states import FINISHED, TrialState
+from tuner.storage import Storage, StudyRecord, Trial
+from tuner.strategies import Strategy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoordinatorOptions:
+    poll_interval: float = 0.05
+    lease_grace: float = 30.0  # seconds without heartbeat before a trial is requeued
+    max_retries: int = 2  # requeues of a lost trial before it is FAILED
+    max_consecutive_failures: int = 10  # then the study stops: something is broken
+    queue_ahead: int = 1  # trials queued beyond the slots, so no worker waits for one
+
+
+@dataclass(frozen=True)
+class Progress:
+    study: StudyRecord
+    counts: dict[TrialState, int]
+    budget: int
+    best: Trial | None
+    elapsed: float
+    finished: list[Trial] = field(default_factory=list)  # since the previous report
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts[s] for s in FINISHED)
+
+
+class Interrupted(TunerError):
+    """The run was stopped (Ctrl-C); in-flight trials were requeued for a resume."""
+
+
+class TooManyFailures(TunerError):
+    """Trials keep failing in a row; the study stops rather than burn its budget."""
+
+
+class Coordinator:
+    def __init__(
+        self, storage: Storage, study: StudyRecord, strategy: Strategy, executor: Executor, *,
+        budget: int, options: CoordinatorOptions = CoordinatorOptions(),
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.storage, self.study, self.strategy = storage, study, strategy
+        self.executor, self.budget, self.options = executor, budget, options
+        self.on_progress = on_progress or (lambda progress: None)
+
+    def run(self, definition: object) -> Progress:
+        """Run the study to its budget (or until the strategy is exhausted)."""
+        storage, study = self.storage, self.study
+        started = time.monotonic()
+        storage.requeue_lost(study.id, grace=self.options.lease_grace,
+                             max_retries=self.options.max_retries)
+        history = storage.trials(study.id)
+        space = Space.from_dict(study.space)
+        self.strategy.start(space, direction=study.direction, seed=study.seed, trials=history)
+        in_flight = {t.number for t in history if not t.state.is_finished()}
+        failures_in_row = 0
+        exhausted = False
+
+        self.executor.start(storage, study, definition)  # type: ignore[arg-type]
+        try:
+            while True:
+                finished = self._collect(in_flight)
+                for trial in finished:
+                    self.strategy.tell(trial)
+                    failures_in_row = failures_in_row + 1 if trial.state == TrialState.FAILED else 0
+                if finished:
+                    space = Space.from_dict(storage.study_by_id(study.id).space)
+                counts = storage.counts(study.id)
+                progress = Progress(study, counts, self.budget, storage.best_trial(study),
+                                    time.monotonic() - started, finished)
+                self.on_progress(progress)
+                if failures_in_row >= self.options.max_consecutive_failures:
+                    raise TooManyFailures(
+                        f"the last {failures_in_row} trials failed; stopping the study. "
+                        f"Last error:\n{_last_line(finished[-1].error)}"
+                    )
+                if progress.done >= self.budget or (exhausted and not in_flight):
+                    return progress
+                exhausted = exhausted or self._top_up(counts, in_flight, space)
+                self.executor.check(max_retries=self.options.max_retries)
+                storage.requeue_lost(study.id, grace=self.options.lease_grace,
+                                     max_retries=self.options.max_retries)
+                time.sleep(self.options.poll_interval)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted; in-flight trials {sorted(in_flight)} go back to the queue"
+            ) from None
+        finally:
+            self.executor.stop()
+
+    def _collect(self, in_flight: set[int]) -> list[Trial]:
+        """The trials of ours that finished since the last look."""
+        if not in_flight:
+            return []
+        trials = self.storage.trials(self.study.id, states=FINISHED, numbers=in_flight)
+        in_flight.difference_update(t.number for t in trials)
+        return trials
+
+    def _top_up(self, counts: dict[TrialState, int], in_flight: set[int], space: Space) -> bool:
+        """Queue new trials up to the slots; True once the strategy has nothing left."""
+        target = self.executor.slots + self.options.queue_ahead
+        queued_or_running = counts[TrialState.QUEUED] + counts[TrialState.RUNNING]
+        for _ in range(max(0, target - queued_or_running)):
+            number = self.storage.next_number(self.study.id)
+            params = self.strategy.ask(number, space)
+            if params is None:
+                return True
+            trial = self.storage.enqueue_trial(self.study.id, number, params, budget=self.budget)
+            if trial is None:  # budget spent, or another coordinator took the number
+                return False
+            in_flight.add(trial.number)
+        return False
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no error text)"

@@ -1,0 +1,120 @@
+"""A study definition: the plain Python file a user writes.
+
+It names what to tune and how to judge it:
+
+    metric = "val_accuracy"          # optional, this is the default
+    direction = "maximize"           # optional, inferred from the metric
+    epochs, batch_size, patience     # optional fit settings
+    space = Space(...)               # optional declarative space
+    def load_data(): ...             # -> (x_train, y_train), (x_val, y_val)
+    def build_model(hp): ...         # or `hypermodel = MyHyperModel()` (KerasTuner's)
+
+Workers import the same file by path, so it must exist on every host that runs trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import DefinitionError, SpaceError
+from tuner.space import Space
+
+_FIT_DEFAULTS = {"epochs": 10, "batch_size": 32, "patience": 3}
+
+
+def infer_direction(metric: str) -> str:
+    """Losses and errors go down, everything else up (as KerasTuner infers it)."""
+    lowered = metric.lower()
+    return "minimize" if any(w in lowered for w in ("loss", "error", "mse", "mae")) else "maximize"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyDefinition:
+    """What a worker needs to run a trial, and what a study is judged by."""
+
+    build_model: Callable[[Any], Any] | None = None
+    hypermodel: Any = None
+    load_data: Callable[[], Any] | None = None
+    space: Space = field(default_factory=Space)
+    metric: str = "val_accuracy"
+    direction: str = ""
+    epochs: int = _FIT_DEFAULTS["epochs"]
+    batch_size: int = _FIT_DEFAULTS["batch_size"]
+    patience: int | None = _FIT_DEFAULTS["patience"]
+    name: str | None = None
+    path: str | None = None
+    source_hash: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.build_model is None and self.hypermodel is None:
+            where = self.path or "the study definition"
+            raise DefinitionError(
+                f"{where} defines neither build_model(hp) nor a KerasTuner `hypermodel`"
+            )
+        if not self.direction:
+            object.__setattr__(self, "direction", infer_direction(self.metric))
+        if self.direction not in ("maximize", "minimize"):
+            raise DefinitionError(
+                f"direction={self.direction!r} must be 'maximize' or 'minimize'"
+            )
+        if not isinstance(self.space, Space):
+            raise DefinitionError(f"space must be a tuner.Space, got {type(self.space).__name__}")
+        for key in ("epochs", "batch_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise DefinitionError(f"{key}={value!r} must be a positive integer")
+
+    def build(self, hp: Any) -> Any:
+        if self.hypermodel is not None:
+            return self.hypermodel.build(hp)
+        return self.build_model(hp)  # type: ignore[misc]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "patience": self.patience}
+
+
+def file_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_definition(path: str | Path) -> StudyDefinition:
+    """Import a study file and read its definition; every problem is a `DefinitionError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DefinitionError(f"study file {str(path)!r} does not exist")
+    module_name = f"tuner_study_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise DefinitionError(f"{path} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
+    try:
+        spec.loader.exec_module(module)
+    except (SpaceError, DefinitionError) as exc:
+        raise DefinitionError(f"{path}: {exc}") from None
+    except Exception as exc:
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        raise DefinitionError(
+            f"{path} failed to import: {type(exc).__name__}: {exc} "
+            f"(at {Path(frame.filename).name}:{frame.lineno})"
+        ) from None
+    options = {
+        key: getattr(module, key)
+        for key in ("build_model", "hypermodel", "load_data", "space", "metric", "direction",
+                    "epochs", "batch_size", "patience", "name")
+        if hasattr(module, key)
+    }
+    if "load_data" not in options:
+        raise DefinitionError(f"{path} has no load_data() function")
+    return StudyDefinition(
+        **options, path=str(path.resolve()), source_hash=file_hash(path),
+        name=options.get("name") or path.stem,
+    )

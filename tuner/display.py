@@ -1,0 +1,132 @@
+"""Rich renderings of studies and trials for the terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from tuner.coordinator import Progress
+from tuner.states import TrialState
+from tuner.storage import StudyRecord, StudySummary, Trial
+
+STATE_STYLES = {
+    TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAILED: "red",
+    TrialState.RUNNING: "cyan", TrialState.QUEUED: "dim",
+}
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def arrow(study: StudyRecord) -> str:
+    return "↑" if study.direction == "maximize" else "↓"
+
+
+def progress_view(progress: Progress) -> Group:
+    counts, study = progress.counts, progress.study
+    bar = ProgressBar(total=progress.budget, completed=progress.done, width=30)
+    line = Table.grid(padding=(0, 1))
+    line.add_row(
+        Text(f"{study.name}", style="bold"), bar,
+        Text(f"{progress.done}/{progress.budget} done"),
+        Text(f"{counts[TrialState.RUNNING]} running", style="cyan"),
+        Text(f"{counts[TrialState.FAILED]} failed", style="red"),
+        Text(f"{counts[TrialState.PRUNED]} pruned", style="yellow"),
+    )
+    best = progress.best
+    best_text = (f"best {study.metric} {arrow(study)} {fmt(best.value)} (trial {best.number})"
+                 if best else "best: none yet")
+    return Group(line, Text(f"{best_text} · elapsed {fmt_seconds(progress.elapsed)}"))
+
+
+class ProgressDisplay:
+    """A live panel on a terminal; one line per finished trial anywhere else (logs, CI)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live: Live | None = None
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def __call__(self, progress: Progress) -> None:
+        if self.live is not None:
+            self.live.update(progress_view(progress))
+            return
+        for trial in progress.finished:
+            self.console.print(
+                f"trial {trial.number} {trial.state.value} {progress.study.metric}="
+                f"{fmt(trial.value)} · {progress.done}/{progress.budget} done · best "
+                f"{fmt(progress.best.value if progress.best else None)} · "
+                f"elapsed {fmt_seconds(progress.elapsed)}",
+                highlight=False,
+            )
+
+
+def trials_table(study: StudyRecord, trials: Sequence[Trial], *, title: str | None = None,
+                 ranked: bool = True) -> Table:
+    names: list[str] = []
+    for trial in trials:
+        names += [n for n in trial.params if n not in names]
+    table = Table(title=title, title_justify="left")
+    if ranked:
+        table.add_column("rank", justify="right")
+    table.add_column("trial", justify="right")
+    table.add_column("state")
+    table.add_column(f"{study.metric} {arrow(study)}", justify="right")
+    table.add_column("epoch", justify="right")
+    table.add_column("time", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    for rank, trial in enumerate(trials, 1):
+        cells = [str(rank)] if ranked else []
+        cells += [
+            str(trial.number), Text(trial.state.value, style=STATE_STYLES[trial.state]),
+            fmt(trial.value), fmt(trial.best_epoch), fmt_seconds(trial.duration),
+        ]
+        cells += [fmt(trial.params.get(name)) for name in names]
+        table.add_row(*cells)
+    return table
+
+
+def studies_table(summaries: Iterable[StudySummary]) -> Table:
+    table = Table(title="Studies", title_justify="left")
+    for column in ("study", "strategy", "metric", "trials", "complete", "running", "failed",
+                   "pruned", "best"):
+        table.add_column(column, justify="left" if column in ("study", "strategy", "metric")
+                         else "right")
+    for s in summaries:
+        c = s.counts
+        table.add_row(
+            s.study.name, s.study.strategy, f"{s.study.metric} {arrow(s.study)}",
+            str(sum(c.values())), str(c.get(TrialState.COMPLETE, 0)),
+            str(c.get(TrialState.RUNNING, 0)), str(c.get(TrialState.FAILED, 0)),
+            str(c.get(TrialState.PRUNED, 0)), fmt(s.best_value),
+        )
+    return table

@@ -1,0 +1,38 @@
+"""The trial life cycle every part of the system agrees on.
+
+    QUEUED -> RUNNING -> COMPLETE | PRUNED | FAILED
+    RUNNING -> QUEUED   only when the worker's lease is gone (it died, or was stopped)
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class TrialState(str, enum.Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAILED = "FAILED"
+
+    def is_finished(self) -> bool:
+        return self in FINISHED
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FINISHED = frozenset({TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED})
+
+TRANSITIONS: dict[TrialState, frozenset[TrialState]] = {
+    TrialState.QUEUED: frozenset({TrialState.RUNNING}),
+    TrialState.RUNNING: frozenset({TrialState.QUEUED, *FINISHED}),
+    TrialState.COMPLETE: frozenset(),
+    TrialState.PRUNED: frozenset(),
+    TrialState.FAILED: frozenset(),
+}
+
+
+def can_transition(old: TrialState, new: TrialState) -> bool:
+    return new in TRANSITIONS[old]

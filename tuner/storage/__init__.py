@@ -1,0 +1,8 @@
+"""SQL storage of studies, trials, per-epoch metrics and workers."""
+
+from tuner.storage.records import StudyRecord, StudySummary, Trial, WorkerRecord
+from tuner.storage.storage import DEFAULT_URL, Storage, safe_url
+
+__all__ = [
+    "DEFAULT_URL", "Storage", "StudyRecord", "StudySummary", "Trial", "WorkerRecord", "safe_url",
+]

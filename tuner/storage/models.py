@@ -1,0 +1,76 @@
+"""SQLAlchemy tables. Times are seconds since the epoch read from the database's clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Double, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class StudyRow(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    metric: Mapped[str] = mapped_column(String(200))
+    direction: Mapped[str] = mapped_column(String(8))
+    strategy: Mapped[str] = mapped_column(String(50))
+    seed: Mapped[int] = mapped_column(Integer)
+    space: Mapped[dict[str, Any]]
+    settings: Mapped[dict[str, Any]]
+    definition: Mapped[str | None] = mapped_column(Text)
+    definition_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class TrialRow(Base):
+    __tablename__ = "trials"
+    __table_args__ = (
+        UniqueConstraint("study_id", "number"),
+        Index("ix_trials_study_state", "study_id", "state", "number"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(8))
+    params: Mapped[dict[str, Any]]
+    value: Mapped[float | None] = mapped_column(Double)
+    best_epoch: Mapped[int | None] = mapped_column(Integer)
+    epochs: Mapped[int] = mapped_column(Integer, default=0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id", ondelete="SET NULL"))
+    error: Mapped[str | None] = mapped_column(Text)
+    queued_at: Mapped[float] = mapped_column(Double)
+    started_at: Mapped[float | None] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double)
+
+
+class EpochRow(Base):
+    __tablename__ = "trial_epochs"
+
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[float | None] = mapped_column(Double)
+    metrics: Mapped[dict[str, Any]]
+
+
+class WorkerRow(Base):
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(50))
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id", ondelete="SET NULL"))
+    started_at: Mapped[float] = mapped_column(Double)
+    heartbeat_at: Mapped[float] = mapped_column(Double)
+    stopped_at: Mapped[float | None] = mapped_column(Double)
+    trials_done: Mapped[int] = mapped_column(Integer, default=0)

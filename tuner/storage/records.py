@@ -1,0 +1,72 @@
+"""Plain, immutable views of stored rows: what the storage hands out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.states import TrialState
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    id: int
+    name: str
+    metric: str
+    direction: str
+    strategy: str
+    seed: int
+    space: dict[str, Any]
+    settings: dict[str, Any]
+    definition: str | None
+    definition_hash: str | None
+    created_at: float
+
+    @property
+    def sign(self) -> int:
+        """+1 when maximizing, -1 when minimizing: multiply to always maximize."""
+        return 1 if self.direction == "maximize" else -1
+
+
+@dataclass(frozen=True)
+class Trial:
+    id: int
+    number: int
+    state: TrialState
+    params: dict[str, Any]
+    value: float | None = None
+    best_epoch: int | None = None
+    epochs: int = 0
+    retries: int = 0
+    worker_id: int | None = None
+    error: str | None = None
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    study: StudyRecord
+    counts: dict[TrialState, int] = field(default_factory=dict)
+    best_value: float | None = None
+    last_activity: float | None = None
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    id: int
+    host: str
+    pid: int
+    device: str
+    study_id: int | None
+    started_at: float
+    heartbeat_at: float
+    stopped_at: float | None
+    trials_done: int

@@ -1,0 +1,519 @@
+"""The one way into the database.
+
+Guarantees, on SQLite, PostgreSQL and MySQL/MariaDB alike:
+- every method is one short transaction; nothing holds a lock while a model trains;
+- a claim is atomic: a QUEUED trial becomes RUNNING for exactly one worker;
+- a RUNNING trial is finished or requeued only by a statement that names its state and
+  its worker, so a late result from a worker that lost its lease is refused, not counted;
+- trial numbers are unique per study (a unique constraint settles races);
+- the schema is created or upgraded with Alembic on first use;
+- driver errors about reaching the database become `StorageError` with a readable message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, func
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.pool import StaticPool
+
+from tuner.errors import StorageError, StudyExists, StudyNotFound
+from tuner.states import TrialState
+from tuner.storage.clock import db_now
+from tuner.storage.models import EpochRow, StudyRow, TrialRow, WorkerRow
+from tuner.storage.records import StudyRecord, StudySummary, Trial, WorkerRecord
+
+log = logging.getLogger(__name__)
+
+studies = StudyRow.__table__
+trials = TrialRow.__table__
+epochs = EpochRow.__table__
+workers = WorkerRow.__table__
+
+DEFAULT_URL = "sqlite:///tuner.db"
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _finite(value: float | None) -> float | None:
+    """NaN and infinities are not storable everywhere (MySQL, JSON): store them as NULL."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _make_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageError(
+            f"{url!r} is not a database URL (expected e.g. sqlite:///tuner.db or "
+            "postgresql+psycopg://user@host/db)"
+        ) from None
+    try:
+        if parsed.get_backend_name() != "sqlite":
+            return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=8)
+        memory = parsed.database in (None, "", ":memory:")
+        engine = sa.create_engine(
+            url,
+            connect_args={"timeout": 60, "check_same_thread": False},
+            poolclass=StaticPool if memory else None,
+        )
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise StorageError(f"no driver for {safe_url(url)}: {exc}") from None
+
+    # pysqlite's own transaction handling is off so that a write transaction can start
+    # with BEGIN IMMEDIATE: taking the write lock first means no transaction ever has
+    # to upgrade a read lock, which is where SQLite would fail instead of waiting.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("tuner_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Storage:
+    """Studies, trials, epochs and workers in a SQL database given by URL."""
+
+    def __init__(self, url: str = DEFAULT_URL) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        self._upgrade_schema()
+
+    def __repr__(self) -> str:
+        return f"Storage({safe_url(self.url)!r})"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- plumbing -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _tx(self, write: bool = False) -> Iterator[Connection]:
+        """One transaction; commits on success, rolls back on error."""
+        try:
+            with self.engine.connect() as conn:
+                if write:
+                    conn = conn.execution_options(tuner_write=True)
+                with conn.begin():
+                    yield conn
+        except OperationalError as exc:
+            raise StorageError(
+                f"database error on {safe_url(self.url)}: {str(exc.orig).strip()}"
+            ) from exc
+
+    def _upgrade_schema(self) -> None:
+        from alembic.command import upgrade
+        from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS))
+        head = ScriptDirectory.from_config(config).get_current_head()
+        with self._tx(write=True) as conn:
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+            config.attributes["connection"] = conn
+            log.info("upgrading the schema of %s to %s", safe_url(self.url), head)
+            upgrade(config, "head")
+
+    # -- studies --------------------------------------------------------------------
+    def create_study(
+        self,
+        name: str,
+        *,
+        metric: str,
+        direction: str,
+        strategy: str,
+        seed: int,
+        space: Mapping[str, Any],
+        settings: Mapping[str, Any],
+        definition: str | None = None,
+        definition_hash: str | None = None,
+    ) -> StudyRecord:
+        try:
+            with self._tx(write=True) as conn:
+                conn.execute(
+                    studies.insert().values(
+                        name=name, metric=metric, direction=direction, strategy=strategy,
+                        seed=seed, space=dict(space), settings=dict(settings),
+                        definition=definition, definition_hash=definition_hash,
+                        created_at=db_now(),
+                    )
+                )
+        except IntegrityError:
+            raise StudyExists(f"a study named {name!r} already exists") from None
+        return self.get_study(name)
+
+    def get_study(self, name: str) -> StudyRecord:
+        with self._tx() as conn:
+            row = conn.execute(sa.select(studies).where(studies.c.name == name)).first()
+            if row is None:
+                known = conn.execute(sa.select(studies.c.name).order_by(studies.c.id)).scalars()
+                names = ", ".join(known) or "none"
+                raise StudyNotFound(
+                    f"no study named {name!r} in {safe_url(self.url)} (studies there: {names})"
+                )
+        return StudyRecord(**row._mapping)
+
+    def study_by_id(self, study_id: int) -> StudyRecord:
+        with self._tx() as conn:
+            row = conn.execute(sa.select(studies).where(studies.c.id == study_id)).one()
+        return StudyRecord(**row._mapping)
+
+    def list_studies(self) -> list[StudySummary]:
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(studies).order_by(studies.c.id)).all()
+            counts = conn.execute(
+                sa.select(trials.c.study_id, trials.c.state, func.count())
+                .group_by(trials.c.study_id, trials.c.state)
+            ).all()
+            activity = dict(
+                conn.execute(
+                    sa.select(
+                        trials.c.study_id,
+                        func.max(func.coalesce(trials.c.finished_at, trials.c.started_at,
+                                               trials.c.queued_at)),
+                    ).group_by(trials.c.study_id)
+                ).all()
+            )
+            best = {}
+            for direction, agg in (("maximize", func.max), ("minimize", func.min)):
+                best.update(
+                    conn.execute(
+                        sa.select(trials.c.study_id, agg(trials.c.value))
+                        .join(studies, studies.c.id == trials.c.study_id)
+                        .where(studies.c.direction == direction,
+                               trials.c.state == TrialState.COMPLETE.value)
+                        .group_by(trials.c.study_id)
+                    ).all()
+                )
+        by_study: dict[int, dict[TrialState, int]] = {}
+        for study_id, state, count in counts:
+            by_study.setdefault(study_id, {})[TrialState(state)] = count
+        return [
+            StudySummary(
+                study=StudyRecord(**row._mapping),
+                counts=by_study.get(row.id, {}),
+                best_value=best.get(row.id),
+                last_activity=activity.get(row.id),
+            )
+            for row in rows
+        ]
+
+    def delete_study(self, name: str) -> None:
+        study = self.get_study(name)
+        with self._tx(write=True) as conn:
+            # Explicit deletes, children first: MySQL and SQLite without the pragma
+            # would not cascade on their own.
+            trial_ids = sa.select(trials.c.id).where(trials.c.study_id == study.id)
+            conn.execute(epochs.delete().where(epochs.c.trial_id.in_(trial_ids)))
+            conn.execute(trials.delete().where(trials.c.study_id == study.id))
+            conn.execute(
+                workers.update().where(workers.c.study_id == study.id).values(study_id=None)
+            )
+            conn.execute(studies.delete().where(studies.c.id == study.id))
+
+    def update_space(self, study_id: int, space: Mapping[str, Any]) -> None:
+        """Store a grown space (parameters met during trials are appended in order)."""
+        with self._tx(write=True) as conn:
+            current = conn.execute(
+                sa.select(studies.c.space).where(studies.c.id == study_id).with_for_update()
+            ).scalar_one()
+            merged = {**current, **{k: v for k, v in space.items() if k not in current}}
+            if merged != current:
+                conn.execute(
+                    studies.update().where(studies.c.id == study_id).values(space=merged)
+                )
+
+    # -- trials: the coordinator's side --------------------------------------------------
+    def next_number(self, study_id: int) -> int:
+        with self._tx() as conn:
+            last = conn.execute(
+                sa.select(func.max(trials.c.number)).where(trials.c.study_id == study_id)
+            ).scalar()
+        return 0 if last is None else last + 1
+
+    def enqueue_trial(
+        self, study_id: int, number: int, params: Mapping[str, Any], *, budget: int | None = None
+    ) -> Trial | None:
+        """Queue trial `number`; None if the budget is spent or the number is taken (by
+        another coordinator), leaving the study unchanged."""
+        try:
+            with self._tx(write=True) as conn:
+                if budget is not None:
+                    total = conn.execute(
+                        sa.select(func.count()).where(trials.c.study_id == study_id)
+                    ).scalar_one()
+                    if total >= budget:
+                        return None
+                trial_id = conn.execute(
+                    trials.insert().values(
+                        study_id=study_id, number=number, state=TrialState.QUEUED.value,
+                        params=dict(params), queued_at=db_now(), epochs=0, retries=0,
+                    )
+                ).inserted_primary_key[0]
+        except IntegrityError:
+            return None
+        return self.trial(trial_id)
+
+    def counts(self, study_id: int) -> dict[TrialState, int]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(trials.c.state, func.count())
+                .where(trials.c.study_id == study_id)
+                .group_by(trials.c.state)
+            ).all()
+        counts = {state: 0 for state in TrialState}
+        counts.update({TrialState(state): n for state, n in rows})
+        return counts
+
+    def requeue_lost(self, study_id: int, *, grace: float, max_retries: int) -> list[int]:
+        """Requeue RUNNING trials whose worker stopped or stopped heartbeating; returns numbers."""
+        with self._tx(write=True) as conn:
+            stale = sa.select(workers.c.id).where(
+                sa.or_(workers.c.stopped_at.is_not(None),
+                       workers.c.heartbeat_at < db_now() - grace)
+            )
+            lost = conn.execute(
+                sa.select(trials.c.id).where(
+                    trials.c.study_id == study_id,
+                    trials.c.state == TrialState.RUNNING.value,
+                    sa.or_(trials.c.worker_id.is_(None), trials.c.worker_id.in_(stale)),
+                )
+            ).scalars().all()
+            return self._requeue(conn, lost, "its worker stopped heartbeating", max_retries)
+
+    def release_worker(
+        self, worker_id: int, *, reason: str, max_retries: int | None = None
+    ) -> list[int]:
+        """Mark a worker stopped and requeue its RUNNING trials; a retry is counted when
+        `max_retries` is given (a crash), not for a clean stop such as Ctrl-C."""
+        with self._tx(write=True) as conn:
+            conn.execute(
+                workers.update()
+                .where(workers.c.id == worker_id, workers.c.stopped_at.is_(None))
+                .values(stopped_at=db_now())
+            )
+            ids = conn.execute(
+                sa.select(trials.c.id).where(
+                    trials.c.worker_id == worker_id, trials.c.state == TrialState.RUNNING.value
+                )
+            ).scalars().all()
+            return self._requeue(conn, ids, reason, max_retries)
+
+    def _requeue(
+        self, conn: Connection, ids: Iterable[int], reason: str, max_retries: int | None
+    ) -> list[int]:
+        numbers = []
+        for trial_id in ids:
+            row = conn.execute(
+                sa.select(trials.c.number, trials.c.retries).where(trials.c.id == trial_id)
+            ).one()
+            running = sa.and_(trials.c.id == trial_id,
+                              trials.c.state == TrialState.RUNNING.value)
+            if max_retries is not None and row.retries >= max_retries:
+                conn.execute(
+                    trials.update().where(running).values(
+                        state=TrialState.FAILED.value, finished_at=db_now(),
+                        error=f"{reason}; gave up after {row.retries + 1} attempts",
+                    )
+                )
+            else:
+                conn.execute(
+                    trials.update().where(running).values(
+                        state=TrialState.QUEUED.value, worker_id=None, started_at=None,
+                        retries=trials.c.retries + (0 if max_retries is None else 1),
+                    )
+                )
+                conn.execute(epochs.delete().where(epochs.c.trial_id == trial_id))
+            numbers.append(row.number)
+        return numbers
+
+    # -- trials: the worker's side --------------------------------------------------------
+    def claim_trial(self, study_id: int, worker_id: int) -> Trial | None:
+        """Atomically take the lowest-numbered QUEUED trial of the study for this worker."""
+        next_queued = (
+            sa.select(trials.c.id)
+            .where(trials.c.study_id == study_id, trials.c.state == TrialState.QUEUED.value)
+            .order_by(trials.c.number)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        take = dict(state=TrialState.RUNNING.value, worker_id=worker_id, started_at=db_now())
+        with self._tx(write=True) as conn:
+            if self.engine.dialect.update_returning and self.engine.dialect.name != "mysql":
+                # One statement: the subquery's row lock (or SQLite's write lock) makes it atomic.
+                trial_id = conn.execute(
+                    trials.update()
+                    .where(trials.c.id == next_queued.scalar_subquery())
+                    .values(**take)
+                    .returning(trials.c.id)
+                ).scalar()
+            else:
+                # MySQL/MariaDB: lock the row (skipping rows others hold), then take it.
+                trial_id = conn.execute(next_queued).scalar()
+                if trial_id is not None:
+                    conn.execute(trials.update().where(trials.c.id == trial_id).values(**take))
+        return None if trial_id is None else self.trial(trial_id)
+
+    def report_epoch(
+        self, trial_id: int, worker_id: int, epoch: int, value: float | None,
+        metrics: Mapping[str, float],
+    ) -> bool:
+        """Store one epoch's metrics; False when the trial is no longer this worker's."""
+        clean = {k: _finite(v) for k, v in metrics.items()}
+        with self._tx(write=True) as conn:
+            owned = conn.execute(
+                trials.update()
+                .where(trials.c.id == trial_id, trials.c.worker_id == worker_id,
+                       trials.c.state == TrialState.RUNNING.value)
+                .values(epochs=epoch + 1)
+            ).rowcount
+            if owned:
+                conn.execute(epochs.insert().values(
+                    trial_id=trial_id, epoch=epoch, value=_finite(value), metrics=clean))
+        return bool(owned)
+
+    def finish_trial(
+        self, trial_id: int, worker_id: int, state: TrialState, *,
+        value: float | None = None, best_epoch: int | None = None,
+        params: Mapping[str, Any] | None = None, error: str | None = None,
+    ) -> bool:
+        """RUNNING -> COMPLETE | PRUNED | FAILED, only if this worker still holds the trial."""
+        if not state.is_finished():
+            raise ValueError(f"state: {state} is not a final state")
+        values: dict[str, Any] = dict(
+            state=state.value, value=_finite(value), best_epoch=best_epoch, error=error,
+            finished_at=db_now(),
+        )
+        if params is not None:
+            values["params"] = dict(params)
+        with self._tx(write=True) as conn:
+            done = conn.execute(
+                trials.update()
+                .where(trials.c.id == trial_id, trials.c.worker_id == worker_id,
+                       trials.c.state == TrialState.RUNNING.value)
+                .values(**values)
+            ).rowcount
+            if done:
+                conn.execute(
+                    workers.update().where(workers.c.id == worker_id)
+                    .values(trials_done=workers.c.trials_done + 1, heartbeat_at=db_now())
+                )
+        return bool(done)
+
+    # -- reading trials -------------------------------------------------------------
+    def trial(self, trial_id: int) -> Trial:
+        with self._tx() as conn:
+            row = conn.execute(sa.select(trials).where(trials.c.id == trial_id)).one()
+        return _trial(row)
+
+    def trials(
+        self, study_id: int, *, states: Iterable[TrialState] | None = None,
+        numbers: Iterable[int] | None = None,
+    ) -> list[Trial]:
+        query = sa.select(trials).where(trials.c.study_id == study_id)
+        if states is not None:
+            query = query.where(trials.c.state.in_([TrialState(s).value for s in states]))
+        if numbers is not None:
+            query = query.where(trials.c.number.in_(list(numbers)))
+        with self._tx() as conn:
+            rows = conn.execute(query.order_by(trials.c.number)).all()
+        return [_trial(row) for row in rows]
+
+    def best_trial(self, study: StudyRecord) -> Trial | None:
+        order = trials.c.value.desc() if study.sign > 0 else trials.c.value.asc()
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(trials)
+                .where(trials.c.study_id == study.id, trials.c.state == TrialState.COMPLETE.value,
+                       trials.c.value.is_not(None))
+                .order_by(order, trials.c.number)
+                .limit(1)
+            ).first()
+        return None if row is None else _trial(row)
+
+    def epochs(self, trial_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+        """Per-epoch metrics of these trials: {trial_id: [{epoch, value, metrics}, ...]}."""
+        ids = list(trial_ids)
+        result: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+        with self._tx() as conn:
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    sa.select(epochs).where(epochs.c.trial_id.in_(ids[start:start + 500]))
+                    .order_by(epochs.c.trial_id, epochs.c.epoch)
+                ).all()
+                for row in rows:
+                    result[row.trial_id].append(
+                        {"epoch": row.epoch, "value": row.value, "metrics": row.metrics}
+                    )
+        return result
+
+    # -- workers --------------------------------------------------------------------
+    def register_worker(self, *, host: str, pid: int, device: str, study_id: int | None) -> int:
+        with self._tx(write=True) as conn:
+            return conn.execute(
+                workers.insert().values(
+                    host=host, pid=pid, device=device, study_id=study_id,
+                    started_at=db_now(), heartbeat_at=db_now(), trials_done=0,
+                )
+            ).inserted_primary_key[0]
+
+    def heartbeat(self, worker_id: int) -> None:
+        with self._tx(write=True) as conn:
+            conn.execute(
+                workers.update().where(workers.c.id == worker_id).values(heartbeat_at=db_now())
+            )
+
+    def stop_worker(self, worker_id: int) -> None:
+        with self._tx(write=True) as conn:
+            conn.execute(
+                workers.update()
+                .where(workers.c.id == worker_id, workers.c.stopped_at.is_(None))
+                .values(stopped_at=db_now())
+            )
+
+    def workers(self, *, alive_only: bool = False) -> list[WorkerRecord]:
+        query = sa.select(workers).order_by(workers.c.id)
+        if alive_only:
+            query = query.where(workers.c.stopped_at.is_(None))
+        with self._tx() as conn:
+            return [WorkerRecord(**row._mapping) for row in conn.execute(query).all()]
+
+    def now(self) -> float:
+        with self._tx() as conn:
+            return conn.execute(sa.select(db_now())).scalar_one()
+
+
+def _trial(row: Any) -> Trial:
+    data = dict(row._mapping)
+    data.pop("study_id")
+    data["state"] = TrialState(data["state"])
+    return Trial(**data)

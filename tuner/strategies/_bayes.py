@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState as OptunaState
+
+from tuner.errors import TunerError
+from tuner.space import Bool, Choice, Fixed, Float, Int, Param, Space
+from tuner.states import TrialState
+from tuner.storage.records import Trial
+from tuner.strategies.base import Strategy
+
+log = logging.getLogger(__name__)
+
+_STATES = {
+    TrialState.COMPLETE: OptunaState.COMPLETE,
+    TrialState.PRUNED: OptunaState.PRUNED,
+    TrialState.FAILED: OptunaState.FAIL,
+}
+
+
+def distribution(param: Param) -> BaseDistribution | None:
+    """Optuna's distribution for a parameter; None for a constant."""
+    if isinstance(param, Fixed):
+        return None
+    if isinstance(param, Int) and not (param.log and param.step):
+        return IntDistribution(param.low, param.high, log=param.log, step=param.step or 1)
+    if isinstance(param, Float) and not (param.log and param.step):
+        return FloatDistribution(param.low, param.high, log=param.log, step=param.step)
+    if isinstance(param, (Choice, Bool, Int, Float)):  # incl. KerasTuner's log-with-step grids
+        return CategoricalDistribution(param.grid())
+    raise TypeError(f"no distribution for {param!r}")
+
+
+def suggest(otrial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    if isinstance(dist, IntDistribution):
+        return otrial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, FloatDistribution):
+        return otrial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return otrial.suggest_categorical(name, dist.choices)
+
+
+class Bayes(Strategy):
+    """Bayesian optimisation with Optuna's samplers, owned by the coordinator.
+
+    `sampler="tpe"` (default) is multivariate TPE over conditional groups with a
+    constant liar, so trials still running steer new proposals away from their points;
+    `sampler="gp"` is Optuna's Gaussian-process sampler (needs PyTorch). Any Optuna
+    sampler object works too.
+    """
+
+    name = "bayes"
+
+    def __init__(self, sampler: str | optuna.samplers.BaseSampler = "tpe",
+                 n_startup_trials: int = 10) -> None:
+        if isinstance(sampler, str) and sampler not in ("tpe", "gp"):
+            raise ValueError(f"sampler: {sampler!r} must be 'tpe', 'gp' or an Optuna sampler")
+        self.sampler = sampler
+        self.n_startup_trials = n_startup_trials
+
+    def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        if not isinstance(self.sampler, str):
+            return self.sampler
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if self.sampler == "tpe":
+                return optuna.samplers.TPESampler(
+                    seed=seed, multivariate=True, group=True, constant_liar=True,
+                    n_startup_trials=self.n_startup_trials,
+                )
+            try:
+                import torch  # noqa: F401
+            except ImportError:
+                raise TunerError(
+                    "the GP sampler needs PyTorch: pip install 'keras-tuner-service[gp]'"
+                ) from None
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.n_startup_trials)
+
+    def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial]) -> None:
+        super().start(space, direction=direction, seed=seed, trials=trials)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._study = optuna.create_study(direction=direction, sampler=self._make_sampler(seed))
+        self._running: dict[int, optuna.Trial] = {}
+        primed = 0
+        for trial in trials:
+            params = space.active(trial.params)
+            dists = {n: d for n in params if (d := distribution(space[n])) is not None}
+            params = {n: params[n] for n in dists}
+            try:
+                if trial.state.is_finished():
+                    state = _STATES[trial.state]
+                    if state == OptunaState.COMPLETE and trial.value is None:
+                        state = OptunaState.FAIL  # a NaN result is stored as NULL
+                    self._study.add_trial(optuna.trial.create_trial(
+                        params=params, distributions=dists, state=state,
+                        value=trial.value if state == OptunaState.COMPLETE else None,
+                    ))
+                else:  # still in flight: keep it as a running point for the constant liar
+                    self._study.enqueue_trial(params, skip_if_exists=False)
+                    self._running[trial.number] = self._suggest(self._study.ask(), space)[0]
+                primed += 1
+            except ValueError as exc:  # the space changed since that trial ran
+                log.warning("trial %d left out of the sampler's history: %s", trial.number, exc)
+        log.debug("bayes primed with %d of %d trials", primed, len(trials))
+
+    def _suggest(self, otrial: optuna.Trial, space: Space) -> tuple[optuna.Trial, dict[str, Any]]:
+        values: dict[str, Any] = {}
+        for param in space:
+            if not param.is_active(values):
+                continue
+            dist = distribution(param)
+            values[param.name] = param.initial if dist is None else suggest(otrial, param.name, dist)
+        return otrial, values
+
+    def ask(self, number: int, space: Space) -> dict[str, Any]:
+        otrial, values = self._suggest(self._study.ask(), space)
+        self._running[number] = otrial
+        return values
+
+    def tell(self, trial: Trial) -> None:
+        otrial = self._running.pop(trial.number, None)
+        if otrial is None:
+            return
+        if trial.state == TrialState.COMPLETE and trial.value is not None:
+            self._study.tell(otrial, trial.value)
+        elif trial.state == TrialState.PRUNED:
+            self._study.tell(otrial, state=OptunaState.PRUNED)
+        else:
+            self._study.tell(otrial, state=OptunaState.FAIL)

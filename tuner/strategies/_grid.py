@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tuner.space import Space, canonical
+from tuner.storage.records import Trial
+from tuner.strategies.base import Strategy
+
+
+class GridSearch(Strategy):
+    """Every combination of a finite space once, in order; done when all were tried.
+
+    What was tried is read from the study's trials, so a resumed grid skips them, and a
+    space that grows (parameters met during a trial) extends the grid without repeats.
+    """
+
+    name = "grid"
+
+    def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial]) -> None:
+        super().start(space, direction=direction, seed=seed, trials=trials)
+        space.grid_size()  # a float without step fails here, before any trial runs
+        self._tried = {canonical(space.active(t.params)) for t in trials}
+        self._space: Space | None = None
+
+    def ask(self, number: int, space: Space) -> dict[str, Any] | None:
+        if space != self._space:  # first call, or the space grew: walk the new grid
+            self._space, self._pending = space.copy(), space.grid()
+        for values in self._pending:
+            key = canonical(values)
+            if key not in self._tried:
+                self._tried.add(key)
+                return values
+        return None

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tuner.space import Space
+from tuner.strategies.base import Strategy, trial_seed
+
+
+class RandomSearch(Strategy):
+    """Independent uniform (or log-uniform) samples; trial n's sample depends only on the
+    study's seed and n, so a resumed or parallel study draws the same configurations."""
+
+    name = "random"
+
+    def ask(self, number: int, space: Space) -> dict[str, Any]:
+        return space.sample(np.random.default_rng(trial_seed(self.seed, number)))

@@ -1,0 +1,39 @@
+"""The strategy interface: propose configurations (`ask`), learn from results (`tell`)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tuner.space import Space
+from tuner.storage.records import Trial
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """A seed for trial `number` of a study seeded with `seed`: the same in any process."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0] % (2**31 - 1))
+
+
+class Strategy(ABC):
+    """Proposes configurations for a study.
+
+    The coordinator calls `start` once with the study's history (finished trials and
+    those still in flight), so a resumed or restarted study picks up where it was;
+    then `ask` for each new trial and `tell` as each trial finishes.
+    """
+
+    name: ClassVar[str]
+
+    def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial]) -> None:
+        self.direction = direction
+        self.seed = seed
+
+    @abstractmethod
+    def ask(self, number: int, space: Space) -> dict[str, Any] | None:
+        """Parameters of trial `number`, or None when the strategy has nothing more to try."""
+
+    def tell(self, trial: Trial) -> None:  # noqa: B027 - optional hook
+        """Learn from a finished trial."""

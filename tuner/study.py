@@ -1,0 +1,250 @@
+"""The Python API: create or load a study, optimize it, read its results.
+
+    study = Study.create("digits", definition="studies/digits_mlp.py", strategy="bayes")
+    study.optimize(trials=20, workers=2)
+    study.best_trial.params, study.trials_dataframe()
+
+Every number comes from the database, so the CLI, reports and this API always agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuner.coordinator import Coordinator, CoordinatorOptions, Progress
+from tuner.definition import StudyDefinition, load_definition
+from tuner.errors import DefinitionError, StudyExists, StudyNotFound, TunerError
+from tuner.executors import Executor, InProcess, local_pool
+from tuner.hyperparameters import HyperParameters
+from tuner.space import Space
+from tuner.states import TrialState
+from tuner.storage import DEFAULT_URL, Storage, StudyRecord, Trial
+from tuner.strategies import Strategy, make_strategy, strategy_name
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def discover_space(definition: StudyDefinition) -> Space:
+    """The declared space plus what `build_model(hp)` registers when built with defaults.
+
+    Parameters behind branches the defaults do not take are found later, by the trials
+    that take them. A build that fails here is left for the trials to report.
+    """
+    hp = HyperParameters(definition.space, definition.space.defaults())
+    try:
+        definition.build(hp)
+    except TunerError:
+        raise
+    except Exception as exc:
+        log.warning("building the model with default parameters failed: %s", exc)
+    finally:
+        _clear_keras_session()
+    return hp.space
+
+
+def _clear_keras_session() -> None:
+    import sys
+
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.backend.clear_session()
+
+
+class Study:
+    def __init__(self, storage: Storage, record: StudyRecord,
+                 strategy: Strategy | None = None, definition: StudyDefinition | None = None):
+        self.storage = storage
+        self._record = record
+        self._strategy = strategy
+        self._definition = definition
+
+    # -- creating and loading ----------------------------------------------------------
+    @classmethod
+    def create(
+        cls, name: str | None = None, *, definition: str | Path | StudyDefinition,
+        storage: str | Storage = DEFAULT_URL, strategy: str | Strategy | None = None,
+        seed: int | None = None, epochs: int | None = None, load_if_exists: bool = False,
+    ) -> Study:
+        """Create a study (or load it with `load_if_exists`, checking it is the same).
+
+        `strategy` defaults to "bayes" for a new study and to the stored one on a resume.
+        """
+        store = storage if isinstance(storage, Storage) else Storage(storage)
+        definition = _as_definition(definition)
+        if epochs is not None:
+            definition = _with_epochs(definition, epochs)
+        name = name or definition.name
+        if not name:
+            raise ValueError("name: a study built from a Python object needs a name")
+        try:
+            record = store.create_study(
+                name, metric=definition.metric, direction=definition.direction,
+                strategy=strategy_name(strategy or "bayes"),
+                seed=random.randrange(2**31) if seed is None else seed,
+                space=discover_space(definition).to_dict(), settings=definition.settings,
+                definition=definition.path, definition_hash=definition.source_hash,
+            )
+        except StudyExists:
+            if not load_if_exists:
+                raise
+            record = store.get_study(name)
+            _check_same(record, definition, strategy_name(strategy or record.strategy), seed)
+        return cls(store, record, make_strategy(strategy or record.strategy), definition)
+
+    @classmethod
+    def load(cls, name: str, *, storage: str | Storage = DEFAULT_URL) -> Study:
+        store = storage if isinstance(storage, Storage) else Storage(storage)
+        return cls(store, store.get_study(name))
+
+    # -- running --------------------------------------------------------------------
+    def optimize(
+        self, trials: int, *, workers: int | None = None, executor: Executor | None = None,
+        options: CoordinatorOptions = CoordinatorOptions(),
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> Progress:
+        """Run until the study has `trials` trials in all (earlier runs count)."""
+        if trials < 1:
+            raise ValueError(f"trials: {trials} must be at least 1")
+        definition = self.definition
+        if executor is None:
+            executor = local_pool(workers) if definition.path else InProcess()
+        coordinator = Coordinator(
+            self.storage, self._record, self.strategy, executor, budget=trials, options=options,
+            on_progress=on_progress,
+        )
+        return coordinator.run(definition)
+
+    # -- reading --------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._record.name
+
+    @property
+    def record(self) -> StudyRecord:
+        return self._record
+
+    @property
+    def direction(self) -> str:
+        return self._record.direction
+
+    @property
+    def metric(self) -> str:
+        return self._record.metric
+
+    @property
+    def strategy(self) -> Strategy:
+        if self._strategy is None:
+            self._strategy = make_strategy(self._record.strategy)
+        return self._strategy
+
+    @property
+    def definition(self) -> StudyDefinition:
+        if self._definition is None:
+            if not self._record.definition:
+                raise DefinitionError(f"study {self.name!r} was defined in Python, not a file")
+            self._definition = load_definition(self._record.definition)
+        return self._definition
+
+    @property
+    def space(self) -> Space:
+        return Space.from_dict(self.storage.study_by_id(self._record.id).space)
+
+    @property
+    def trials(self) -> list[Trial]:
+        return self.storage.trials(self._record.id)
+
+    @property
+    def best_trial(self) -> Trial:
+        best = self.storage.best_trial(self._record)
+        if best is None:
+            raise StudyNotFound(f"study {self.name!r} has no complete trial yet")
+        return best
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        return self.best_trial.params
+
+    @property
+    def best_value(self) -> float:
+        return self.best_trial.value  # type: ignore[return-value]
+
+    def counts(self) -> dict[TrialState, int]:
+        return self.storage.counts(self._record.id)
+
+    def ranked(self, *, states: set[TrialState] | None = None) -> list[Trial]:
+        """Trials best first: COMPLETE by value, then PRUNED by value, then the rest."""
+        return rank(self.storage.trials(self._record.id, states=states), self._record.sign)
+
+    def build_best_model(self) -> Any:
+        """The best configuration's (untrained) Keras model, built by the study's definition."""
+        return self.definition.build(HyperParameters(self.space, self.best_params))
+
+    def trials_dataframe(self) -> pd.DataFrame:
+        """One row per trial; parameters as `params_<name>` columns, like Optuna's."""
+        import pandas as pd
+
+        return pd.DataFrame([trial_row(t) for t in self.trials])
+
+    def delete(self) -> None:
+        self.storage.delete_study(self.name)
+
+
+def rank(trials: list[Trial], sign: int) -> list[Trial]:
+    order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}
+
+    def key(t: Trial) -> tuple[int, int, float, int]:
+        has_value = t.value is not None
+        return (order.get(t.state, 2), 0 if has_value else 1,
+                -sign * t.value if has_value else 0.0, t.number)  # type: ignore[operator]
+
+    return sorted(trials, key=key)
+
+
+def trial_row(trial: Trial) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "number": trial.number, "state": trial.state.value, "value": trial.value,
+        "best_epoch": trial.best_epoch, "epochs": trial.epochs, "duration_s": trial.duration,
+        "retries": trial.retries, "worker_id": trial.worker_id,
+    }
+    row.update({f"params_{k}": v for k, v in trial.params.items()})
+    row["error"] = trial.error
+    return row
+
+
+def _as_definition(definition: str | Path | StudyDefinition) -> StudyDefinition:
+    if isinstance(definition, StudyDefinition):
+        return definition
+    return load_definition(definition)
+
+
+def _with_epochs(definition: StudyDefinition, epochs: int) -> StudyDefinition:
+    from dataclasses import replace
+
+    return replace(definition, epochs=epochs)
+
+
+def _check_same(record: StudyRecord, definition: StudyDefinition, strategy: str,
+                seed: int | None) -> None:
+    """A resumed study must be the same question, else its trials would not compare."""
+    clashes = []
+    if record.strategy != strategy:
+        clashes.append(f"strategy {record.strategy!r} (asked: {strategy!r})")
+    if record.metric != definition.metric or record.direction != definition.direction:
+        clashes.append(f"metric {record.metric!r} {record.direction} "
+                       f"(asked: {definition.metric!r} {definition.direction})")
+    if record.settings != definition.settings:
+        clashes.append(f"settings {record.settings} (asked: {definition.settings})")
+    if seed is not None and record.seed != seed:
+        clashes.append(f"seed {record.seed} (asked: {seed})")
+    if clashes:
+        raise StudyExists(
+            f"study {record.name!r} exists with " + "; ".join(clashes)
+            + ". Resume it with the same options, or pick another --name."
+        )

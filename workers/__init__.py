@@ -1,0 +1,1 @@
+"""The worker side: claim trials, train Keras models, write results back."""

@@ -1,0 +1,177 @@
+"""The worker loop: claim a trial, run it, write the result, again.
+
+Whoever starts the process (the local pool, a `tuner worker` agent, a thread in the
+caller's process) runs this same loop against the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuner.definition import StudyDefinition, load_definition
+from tuner.space import Space
+from tuner.states import TrialState
+from tuner.storage import Storage, Trial
+from tuner.strategies import trial_seed
+
+log = logging.getLogger(__name__)
+
+_MAX_ERROR = 20_000  # characters of traceback kept per trial
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerOptions:
+    heartbeat_interval: float = 5.0
+    poll_interval: float = 0.02
+    max_poll_interval: float = 0.5
+    max_trials: int | None = None  # then exit, so a fresh process replaces this one
+    max_memory_growth_mb: float | None = None  # likewise, past this growth of RSS
+
+
+def rss_mb() -> float:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Heartbeat:
+    """Refreshes the worker's heartbeat from a thread while the main thread trains."""
+
+    def __init__(self, storage: Storage, worker_id: int, interval: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(storage, worker_id, interval), daemon=True, name="heartbeat"
+        )
+
+    def _run(self, storage: Storage, worker_id: int, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                storage.heartbeat(worker_id)
+            except Exception:  # a missed beat is not fatal; the lease has grace
+                log.warning("heartbeat of worker %d failed", worker_id, exc_info=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Worker:
+    def __init__(
+        self, storage: Storage, study_name: str, definition: StudyDefinition | None = None, *,
+        device: str = "cpu", options: WorkerOptions = WorkerOptions(),
+        stop: Any = None,
+    ) -> None:
+        self.storage = storage
+        self.study = storage.get_study(study_name)
+        self.definition = definition or load_definition(self.study.definition or "")
+        self.device = device
+        self.options = options
+        self.stop = stop or threading.Event()
+        self.worker_id: int | None = None
+        self._data: Any = None
+        self._data_error: str | None = None
+
+    def _load_data(self) -> None:
+        """Once per process; a failure fails each trial with its traceback."""
+        try:
+            self._data = self.definition.load_data()  # type: ignore[misc]
+        except Exception:
+            self._data_error = "load_data() failed:\n" + traceback.format_exc()
+
+    def register(self) -> int:
+        if self.worker_id is None:
+            self.worker_id = self.storage.register_worker(
+                host=socket.gethostname(), pid=os.getpid(), device=self.device,
+                study_id=self.study.id,
+            )
+        return self.worker_id
+
+    def run(self) -> int:
+        """Run trials until stopped or due for replacement; returns how many ran."""
+        worker_id = self.register()
+        done = 0
+        baseline = rss_mb()
+        self._load_data()
+        wait = self.options.poll_interval
+        try:
+            with Heartbeat(self.storage, worker_id, self.options.heartbeat_interval):
+                while not self.stop.is_set():
+                    trial = self.storage.claim_trial(self.study.id, worker_id)
+                    if trial is None:
+                        self.stop.wait(wait)
+                        wait = min(wait * 2, self.options.max_poll_interval)
+                        continue
+                    wait = self.options.poll_interval
+                    self._run_one(trial, worker_id)
+                    done += 1
+                    if self._due_for_replacement(done, baseline):
+                        break
+        finally:
+            self.storage.stop_worker(worker_id)
+        return done
+
+    def _due_for_replacement(self, done: int, baseline: float) -> bool:
+        opts = self.options
+        if opts.max_trials is not None and done >= opts.max_trials:
+            return True
+        growth = rss_mb() - baseline
+        if opts.max_memory_growth_mb is not None and growth > opts.max_memory_growth_mb:
+            log.info("worker %s grew by %.0f MiB; making way for a fresh one", self.worker_id, growth)
+            return True
+        return False
+
+    def _run_one(self, trial: Trial, worker_id: int) -> None:
+        from workers.runner import TrialLost, run_trial
+
+        study = self.storage.study_by_id(self.study.id)  # the space may have grown
+        space = Space.from_dict(study.space)
+
+        def report(epoch: int, value: float | None, metrics: Any) -> bool:
+            return self.storage.report_epoch(trial.id, worker_id, epoch, value, metrics)
+
+        try:
+            if self._data_error:
+                raise RuntimeError(self._data_error)
+            outcome = run_trial(
+                self.definition, self._data, space, trial.params, metric=study.metric,
+                direction=study.direction, settings=study.settings,
+                seed=trial_seed(study.seed, trial.number), report=report,
+            )
+        except TrialLost:
+            log.warning("trial %d was taken from worker %d; result dropped", trial.number, worker_id)
+            return
+        except Exception as exc:
+            log.info("trial %d failed: %s", trial.number, exc)
+            self.storage.finish_trial(
+                trial.id, worker_id, TrialState.FAILED,
+                error=traceback.format_exc()[-_MAX_ERROR:],
+            )
+            return
+        if len(outcome.space) > len(space):
+            self.storage.update_space(study.id, outcome.space.to_dict())
+        if outcome.value is None:
+            self.storage.finish_trial(
+                trial.id, worker_id, TrialState.FAILED, params=outcome.params,
+                error=f"no finite value of {study.metric!r} was reported",
+            )
+            return
+        self.storage.finish_trial(
+            trial.id, worker_id, TrialState.COMPLETE, value=outcome.value,
+            best_epoch=outcome.best_epoch, params=outcome.params,
+        )

@@ -1,0 +1,100 @@
+"""Runs one trial: build the Keras model for a configuration, fit it, judge it.
+
+Keras is imported here and nowhere on the coordinator's side, so the CLI stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+
+from tuner.definition import StudyDefinition
+from tuner.hyperparameters import HyperParameters
+from tuner.space import Space
+
+# report(epoch, value, metrics) -> False when the trial is no longer this worker's.
+Report = Callable[[int, "float | None", Mapping[str, float]], bool]
+
+
+class TrialLost(Exception):
+    """The worker's lease on the trial was taken away while it trained."""
+
+
+class EpochReporter(keras.callbacks.Callback):
+    """Writes every epoch's metrics through `report`, and fails the trial on a NaN loss."""
+
+    def __init__(self, report: Report, metric: str) -> None:
+        super().__init__()
+        self.report, self.metric = report, metric
+        self.values: list[float | None] = []
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        if self.metric not in logs:
+            raise KeyError(
+                f"metric {self.metric!r} is not in the epoch logs ({', '.join(sorted(logs))}); "
+                "set `metric` in the study file"
+            )
+        value = logs[self.metric]
+        self.values.append(value if math.isfinite(value) else None)
+        if not self.report(epoch, value, logs):
+            raise TrialLost(f"lease lost at epoch {epoch}")
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at epoch {epoch}")
+
+
+@dataclass
+class Outcome:
+    value: float | None
+    best_epoch: int | None
+    params: dict[str, Any]
+    space: Space = field(default_factory=Space)
+
+
+def _best(values: list[float | None], sign: int) -> tuple[float | None, int | None]:
+    scored = [(sign * v, -i, v, i) for i, v in enumerate(values) if v is not None]
+    if not scored:
+        return None, None
+    _, _, value, epoch = max(scored)
+    return value, epoch
+
+
+def run_trial(
+    definition: StudyDefinition, data: Any, space: Space, params: Mapping[str, Any], *,
+    metric: str, direction: str, settings: Mapping[str, Any], seed: int, report: Report,
+) -> Outcome:
+    """Train one configuration; exceptions propagate and the caller marks the trial FAILED."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    hp = HyperParameters(space, params)
+    model = definition.build(hp)
+    try:
+        (x, y), validation = data
+    except (TypeError, ValueError):
+        raise ValueError("load_data() must return (x_train, y_train), (x_val, y_val)") from None
+    reporter = EpochReporter(report, metric)
+    callbacks: list[keras.callbacks.Callback] = [reporter]
+    if settings.get("patience"):
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=metric, mode="max" if direction == "maximize" else "min",
+            patience=settings["patience"], restore_best_weights=True,
+        ))
+    fit_args = dict(validation_data=validation, epochs=settings["epochs"], callbacks=callbacks,
+                    verbose=0)
+    if definition.hypermodel is not None:
+        # A KerasTuner HyperModel's fit picks its own batch size, as under KerasTuner.
+        returned = definition.hypermodel.fit(hp, model, x, y, **fit_args)
+    else:
+        returned = model.fit(x, y, batch_size=settings["batch_size"], **fit_args)
+    sign = 1 if direction == "maximize" else -1
+    value, best_epoch = _best(reporter.values, sign)
+    if isinstance(returned, (int, float)):  # KerasTuner lets fit return the objective
+        value, best_epoch = float(returned), None
+    elif isinstance(returned, Mapping):
+        value, best_epoch = float(returned[metric]), None
+    return Outcome(value=value, best_epoch=best_epoch, params=dict(hp.values), space=hp.space)
