@@ -8,6 +8,7 @@ It never trains anything and holds no lock while workers train.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ class Coordinator:
         """Run the study to its budget (or until the strategy is exhausted)."""
         storage, study = self.storage, self.study
         started = time.monotonic()
+        storage.release_dead_local_workers(socket.gethostname(),
+                                           max_retries=self.options.max_retries)
         storage.requeue_lost(study.id, grace=self.options.lease_grace,
                              max_retries=self.options.max_retries)
         history = storage.trials(study.id)

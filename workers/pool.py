@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,16 @@ def _worker_main(url: str, study: str, gpu: str | None, threads: int, options: W
     worker = Worker(storage, study, device="cpu" if gpu is None else f"gpu:{gpu}",
                     options=options, stop=stop)
     worker_id.value = worker.register()
+    threading.Thread(target=_stop_when_orphaned, args=(stop,), daemon=True).start()
     worker.run()
+
+
+def _stop_when_orphaned(stop: Any) -> None:
+    """If the coordinator dies (even by SIGKILL), finish the current trial and exit."""
+    parent = mp.parent_process()
+    if parent is not None:
+        mp.connection.wait([parent.sentinel])
+        stop.set()
 
 
 @dataclass

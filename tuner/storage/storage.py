@@ -7,22 +7,33 @@ Guarantees, on SQLite, PostgreSQL and MySQL/MariaDB alike:
   its worker, so a late result from a worker that lost its lease is refused, not counted;
 - trial numbers are unique per study (a unique constraint settles races);
 - the schema is created or upgraded with Alembic on first use;
+- deadlocks, serialization failures and lock timeouts are retried with jittered backoff;
 - driver errors about reaching the database become `StorageError` with a readable message.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event, func
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+)
 from sqlalchemy.pool import StaticPool
 
 from tuner.errors import StorageError, StudyExists, StudyNotFound
@@ -39,6 +50,7 @@ epochs = EpochRow.__table__
 workers = WorkerRow.__table__
 
 DEFAULT_URL = "sqlite:///tuner.db"
+F = TypeVar("F", bound=Callable[..., Any])
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -98,6 +110,41 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
+class TransientStorageError(StorageError):
+    """A deadlock, serialization failure or lock timeout: the transaction may be retried."""
+
+
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
+_TRANSIENT_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] in _TRANSIENT_MYSQL:
+        return True
+    return "database is locked" in str(orig)
+
+
+def _retrying(method: F) -> F:
+    """Run a one-transaction method again, with jittered backoff, on a transient error."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(10):
+            try:
+                return method(*args, **kwargs)
+            except TransientStorageError:
+                if attempt == 9:
+                    raise
+                time.sleep(min(0.01 * 2**attempt, 1.0) * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
+
+    return wrapper  # type: ignore[return-value]
+
+
 class Storage:
     """Studies, trials, epochs and workers in a SQL database given by URL."""
 
@@ -122,10 +169,13 @@ class Storage:
                     conn = conn.execution_options(tuner_write=True)
                 with conn.begin():
                     yield conn
-        except OperationalError as exc:
-            raise StorageError(
-                f"database error on {safe_url(self.url)}: {str(exc.orig).strip()}"
-            ) from exc
+        except DBAPIError as exc:
+            message = f"database error on {safe_url(self.url)}: {str(exc.orig).strip()}"
+            if _is_transient(exc):
+                raise TransientStorageError(message) from exc
+            if isinstance(exc, OperationalError):
+                raise StorageError(message) from exc
+            raise
 
     def _upgrade_schema(self) -> None:
         from alembic.command import upgrade
@@ -144,6 +194,7 @@ class Storage:
             upgrade(config, "head")
 
     # -- studies --------------------------------------------------------------------
+    @_retrying
     def create_study(
         self,
         name: str,
@@ -227,6 +278,7 @@ class Storage:
             for row in rows
         ]
 
+    @_retrying
     def delete_study(self, name: str) -> None:
         study = self.get_study(name)
         with self._tx(write=True) as conn:
@@ -240,6 +292,7 @@ class Storage:
             )
             conn.execute(studies.delete().where(studies.c.id == study.id))
 
+    @_retrying
     def update_space(self, study_id: int, space: Mapping[str, Any]) -> None:
         """Store a grown space (parameters met during trials are appended in order)."""
         with self._tx(write=True) as conn:
@@ -260,6 +313,7 @@ class Storage:
             ).scalar()
         return 0 if last is None else last + 1
 
+    @_retrying
     def enqueue_trial(
         self, study_id: int, number: int, params: Mapping[str, Any], *, budget: int | None = None
     ) -> Trial | None:
@@ -294,6 +348,7 @@ class Storage:
         counts.update({TrialState(state): n for state, n in rows})
         return counts
 
+    @_retrying
     def requeue_lost(self, study_id: int, *, grace: float, max_retries: int) -> list[int]:
         """Requeue RUNNING trials whose worker stopped or stopped heartbeating; returns numbers."""
         with self._tx(write=True) as conn:
@@ -310,6 +365,17 @@ class Storage:
             ).scalars().all()
             return self._requeue(conn, lost, "its worker stopped heartbeating", max_retries)
 
+    def release_dead_local_workers(self, host: str, *, max_retries: int) -> list[int]:
+        """Requeue trials of this host's workers whose process is gone (a killed run), at
+        once rather than after the lease's grace; returns the trial numbers."""
+        numbers = []
+        for worker in self.workers(alive_only=True):
+            if worker.host == host and not _pid_alive(worker.pid):
+                numbers += self.release_worker(worker.id, reason="worker process is gone",
+                                               max_retries=max_retries)
+        return numbers
+
+    @_retrying
     def release_worker(
         self, worker_id: int, *, reason: str, max_retries: int | None = None
     ) -> list[int]:
@@ -357,6 +423,7 @@ class Storage:
         return numbers
 
     # -- trials: the worker's side --------------------------------------------------------
+    @_retrying
     def claim_trial(self, study_id: int, worker_id: int) -> Trial | None:
         """Atomically take the lowest-numbered QUEUED trial of the study for this worker."""
         next_queued = (
@@ -383,6 +450,7 @@ class Storage:
                     conn.execute(trials.update().where(trials.c.id == trial_id).values(**take))
         return None if trial_id is None else self.trial(trial_id)
 
+    @_retrying
     def report_epoch(
         self, trial_id: int, worker_id: int, epoch: int, value: float | None,
         metrics: Mapping[str, float],
@@ -401,6 +469,7 @@ class Storage:
                     trial_id=trial_id, epoch=epoch, value=_finite(value), metrics=clean))
         return bool(owned)
 
+    @_retrying
     def finish_trial(
         self, trial_id: int, worker_id: int, state: TrialState, *,
         value: float | None = None, best_epoch: int | None = None,
@@ -477,6 +546,7 @@ class Storage:
         return result
 
     # -- workers --------------------------------------------------------------------
+    @_retrying
     def register_worker(self, *, host: str, pid: int, device: str, study_id: int | None) -> int:
         with self._tx(write=True) as conn:
             return conn.execute(
@@ -486,12 +556,14 @@ class Storage:
                 )
             ).inserted_primary_key[0]
 
+    @_retrying
     def heartbeat(self, worker_id: int) -> None:
         with self._tx(write=True) as conn:
             conn.execute(
                 workers.update().where(workers.c.id == worker_id).values(heartbeat_at=db_now())
             )
 
+    @_retrying
     def stop_worker(self, worker_id: int) -> None:
         with self._tx(write=True) as conn:
             conn.execute(
@@ -510,6 +582,16 @@ class Storage:
     def now(self) -> float:
         with self._tx() as conn:
             return conn.execute(sa.select(db_now())).scalar_one()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 def _trial(row: Any) -> Trial:

@@ -1,0 +1,67 @@
+"""Shared fixtures: real databases on loopback, study files, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = Path(__file__).parent / "studies"
+
+SERVER_URLS = {
+    "postgresql": os.environ.get("TUNER_TEST_POSTGRESQL",
+                                 "postgresql+psycopg://postgres@127.0.0.1/test"),
+    "mariadb": os.environ.get("TUNER_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1/test"),
+}
+_TABLES = ("trial_epochs", "trials", "workers", "studies", "alembic_version")
+
+
+def empty_database(url: str) -> str:
+    """Drop the project's tables so the schema is created afresh by the code under test."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for table in _TABLES:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test against every backend; servers must be up (`make services`)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tuner.db'}"
+    return empty_database(SERVER_URLS[request.param])
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'tuner.db'}"
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TUNER_STORAGE", None)
+    return env
+
+
+def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run the `tuner` command as a user would, in a separate process."""
+    return subprocess.run(
+        [sys.executable, "-m", "tuner.cli", *args], cwd=ROOT, env=cli_env(),
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def start_cli(*args: str, **kwargs: object) -> subprocess.Popen[str]:
+    """Start `tuner` in its own process group, as a terminal would (for Ctrl-C and kill)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner.cli", *args], cwd=ROOT, env=cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        **kwargs,  # type: ignore[arg-type]
+    )
