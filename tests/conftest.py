@@ -58,10 +58,9 @@ def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str
     )
 
 
-def start_cli(*args: str, **kwargs: object) -> subprocess.Popen[str]:
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start `tuner` in its own process group, as a terminal would (for Ctrl-C and kill)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tuner.cli", *args], cwd=ROOT, env=cli_env(),
+        [sys.executable, "-m", "tuner.cli", *args], cwd=ROOT, env=env or cli_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        **kwargs,  # type: ignore[arg-type]
     )

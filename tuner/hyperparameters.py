@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from tuner.errors import SpaceError
-from tuner.space import Bool, Choice, Fixed, Float, Int, Param, Space
+from tuner.space import Bool, Choice, Fixed, Float, Int, Param, Space, as_values
 
 _SAMPLINGS = {"linear": False, "log": True}
 
@@ -35,7 +35,12 @@ class HyperParameters:
 
     def __init__(self, space: Space | None = None, values: Mapping[str, Any] | None = None):
         self.space = space.copy() if space is not None else Space()
-        self.values: dict[str, Any] = dict(values or {})
+        values = dict(values or {})
+        # Only active values, as under KerasTuner; names the space does not know yet stay.
+        self.values: dict[str, Any] = {
+            **{k: v for k, v in values.items() if k not in self.space},
+            **self.space.active(values),
+        }
         self._conditions: list[tuple[str, tuple[Any, ...]]] = []
         self._name_scopes: list[str] = []
 
@@ -46,14 +51,12 @@ class HyperParameters:
 
     # -- scopes ---------------------------------------------------------------------
     @contextlib.contextmanager
-    def conditional_scope(self, parent_name: str, parent_values: Sequence[Any] | Any) -> Iterator[None]:
+    def conditional_scope(self, parent_name: str, parent_values: Any) -> Iterator[None]:
         """Parameters created inside exist only while `parent_name` is in `parent_values`."""
         parent_name = self._full_name(parent_name)
         if parent_name not in self.space:
             raise SpaceError(f"conditional scope: parameter {parent_name!r} is not defined")
-        if not isinstance(parent_values, (list, tuple, set)):
-            parent_values = [parent_values]
-        self._conditions.append((parent_name, tuple(parent_values)))
+        self._conditions.append((parent_name, as_values(parent_values)))
         try:
             yield
         finally:
@@ -105,7 +108,7 @@ class HyperParameters:
         if parent_name is not None:
             if parent_values is None:
                 raise SpaceError(f"parameter {name!r}: parent_name needs parent_values")
-            conditions.append((self._full_name(parent_name), tuple(parent_values)))
+            conditions.append((self._full_name(parent_name), as_values(parent_values)))
         full = self._full_name(name)
         param = self.space.add(full, type(param)(**{**param.__dict__, "name": full,
                                                     "when": tuple(conditions)}))

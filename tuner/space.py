@@ -24,7 +24,14 @@ def _conditions(when: Mapping[str, Sequence[Any]] | Condition | None) -> Conditi
     if not when:
         return ()
     items = when.items() if isinstance(when, Mapping) else when
-    return tuple((str(parent), tuple(values)) for parent, values in items)
+    return tuple((str(parent), as_values(values)) for parent, values in items)
+
+
+def as_values(values: Any) -> tuple[Any, ...]:
+    """Parent values as a tuple; a single value is a list of one, as in KerasTuner."""
+    if isinstance(values, (list, tuple, set, frozenset, range)):
+        return tuple(values)
+    return (values,)
 
 
 @dataclass(frozen=True)
@@ -176,6 +183,8 @@ class Float(Param):
     def contains(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
+        if self.step is not None:
+            return any(math.isclose(value, v, rel_tol=1e-9, abs_tol=1e-12) for v in self.grid())
         return self.low - 1e-12 <= value <= self.high + 1e-12
 
 

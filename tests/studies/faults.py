@@ -22,11 +22,11 @@ def build_model(hp):
     mode = hp["mode"]
     if mode == "raise":
         raise ValueError("this configuration cannot be built")
-    layers = [keras.Input(shape=(64,))]
-    if mode == "nan":
-        layers.append(keras.layers.Lambda(lambda x: x * float("nan")))
     width = 2**31 if mode == "oom" else 16  # 64 x 2^31 floats: 512 GiB, refused by TensorFlow
-    layers += [keras.layers.Dense(width, activation="relu"), keras.layers.Dense(10, "softmax")]
+    layers = [keras.Input(shape=(64,)), keras.layers.Dense(width, activation="relu"),
+              keras.layers.Dense(10, "softmax")]
+    if mode == "nan":  # predictions, hence the loss, become NaN
+        layers.append(keras.layers.Lambda(lambda p: p * float("nan")))
     model = keras.Sequential(layers)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model

@@ -32,3 +32,7 @@ class GridSearch(Strategy):
                 self._tried.add(key)
                 return values
         return None
+
+    def tell(self, trial: Trial) -> None:
+        # A trial may have met new parameters; its stored values are what it really ran.
+        self._tried.add(canonical(trial.params))

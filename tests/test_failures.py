@@ -1,0 +1,137 @@
+"""Failing trials, interruptions and concurrent runs never lose or duplicate work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from tests.conftest import STUDIES, cli_env, start_cli
+from tuner import CoordinatorOptions, InProcess, Study, TooManyFailures, TrialState
+from tuner.space import Choice, Space
+
+pytestmark = pytest.mark.slow
+
+
+def test_broken_trials_fail_with_their_error_and_the_study_goes_on(sqlite_url):
+    study = Study.create(definition=STUDIES / "faults.py", storage=sqlite_url, strategy="grid")
+    study.optimize(trials=10, executor=InProcess())  # the grid has 5 points: it ends there
+    by_mode = {t.params["mode"]: t for t in study.trials}
+    assert set(by_mode) == {"ok", "raise", "nan", "oom", "ok2"}
+    assert by_mode["ok"].state == by_mode["ok2"].state == TrialState.COMPLETE
+    for mode, needle in (("raise", "this configuration cannot be built"),
+                         ("nan", "loss became nan"), ("oom", "OOM when allocating")):
+        trial = by_mode[mode]
+        assert trial.state == TrialState.FAILED, mode
+        assert needle in trial.error and "Traceback" in trial.error, trial.error
+    assert study.best_trial.params["mode"] in ("ok", "ok2")
+
+
+def test_a_study_that_only_fails_stops_early(sqlite_url):
+    from dataclasses import replace
+
+    from tuner import load_definition
+
+    always_broken = replace(load_definition(STUDIES / "faults.py"),
+                            space=Space(mode=Choice(["raise"])), path=None, name="broken")
+    study = Study.create(definition=always_broken, storage=sqlite_url, strategy="random")
+    with pytest.raises(TooManyFailures, match="this configuration cannot be built"):
+        study.optimize(trials=20, executor=InProcess(),
+                       options=CoordinatorOptions(max_consecutive_failures=3))
+    counts = study.counts()
+    assert counts[TrialState.FAILED] >= 3 and counts[TrialState.RUNNING] == 0
+    assert sum(counts.values()) < 20
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def complete(url: str) -> list:
+    try:
+        return [t for t in Study.load("tiny", storage=url).trials
+                if t.state == TrialState.COMPLETE]
+    except Exception:  # the study is not created yet
+        return []
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_interrupted_run_resumes_without_losing_work(how, sqlite_url):
+    args = ["run", str(STUDIES / "tiny.py"), "--storage", sqlite_url, "--trials", "5",
+            "--workers", "2", "--seed", "3", "--strategy", "random"]
+    run = start_cli(*args)
+    wait_for(lambda: len(complete(sqlite_url)) >= 1)
+    if how == "ctrl-c":
+        os.killpg(run.pid, signal.SIGINT)  # what a terminal sends to the foreground group
+        _, stderr = run.communicate(timeout=60)
+        assert run.returncode == 130, stderr
+        assert "Resume with:" in stderr and "tuner run" in stderr
+        assert Study.load("tiny", storage=sqlite_url).counts()[TrialState.RUNNING] == 0
+    else:
+        os.killpg(run.pid, signal.SIGKILL)  # the whole run dies at once, workers included
+        run.communicate(timeout=60)
+    kept = {t.number: t.value for t in complete(sqlite_url)}
+
+    resumed = start_cli(*args)
+    stdout, stderr = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, stderr
+    trials = Study.load("tiny", storage=sqlite_url).trials
+    assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert {n: v for n, v in ((t.number, t.value) for t in trials) if n in kept} == kept
+
+
+def test_two_runs_on_one_study_never_run_a_trial_twice(sqlite_url, tmp_path):
+    log = tmp_path / "builds.jsonl"
+    env = dict(cli_env(), TUNER_TEST_BUILD_LOG=str(log))
+    args = ["run", str(STUDIES / "tiny.py"), "--storage", sqlite_url, "--trials", "6",
+            "--workers", "1", "--seed", "5", "--strategy", "random"]
+    runs = [start_cli(*args, env=env) for _ in range(2)]
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+    study = Study.load("tiny", storage=sqlite_url)
+    trials = study.trials
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    worker_pids = {w.pid for w in study.storage.workers()}
+    builds = [json.loads(line) for line in log.read_text().splitlines()]
+    trial_builds = [b for b in builds if b["pid"] in worker_pids]  # not the coordinators'
+    assert len(trial_builds) == 6
+    assert sorted(map(json.dumps, (b["params"] for b in trial_builds))) == sorted(
+        json.dumps(t.params) for t in trials)
+
+
+def test_kerastuner_build_model_with_conditional_scope_runs_unchanged(sqlite_url):
+    study = Study.create(definition=STUDIES / "kerastuner_style.py", storage=sqlite_url,
+                         strategy="random", seed=11)
+    study.optimize(trials=6, executor=InProcess())
+    trials = study.trials
+    assert all(t.state == TrialState.COMPLETE for t in trials), [t.error for t in trials]
+    for trial in trials:
+        p = trial.params
+        if p["model_type"] == "shallow":
+            assert "units" in p and "num_layers" not in p
+        else:
+            assert "units" not in p
+            assert {f"units_{i}" for i in range(p["num_layers"])} <= set(p)
+        assert {"dropout", "lr"} <= set(p)
+    space = study.space
+    assert space["units"].when == (("model_type", ("shallow",)),)
+    assert space["units_0"].grid() == [8, 16, 32, 64]  # sampling="log" with step: a factor
+    assert {t.params["model_type"] for t in trials} == {"shallow", "deep"}
+
+
+def test_kerastuner_hypermodel_with_its_own_fit_runs_unchanged(sqlite_url):
+    study = Study.create(definition=STUDIES / "kerastuner_hypermodel.py", storage=sqlite_url,
+                         strategy="bayes", seed=2)
+    study.optimize(trials=4, executor=InProcess())
+    trials = study.trials
+    assert all(t.state == TrialState.COMPLETE for t in trials), [t.error for t in trials]
+    assert all(t.params["batch_size"] in (32, 64) for t in trials)  # registered inside fit
+    assert "batch_size" in study.space
