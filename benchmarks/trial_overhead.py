@@ -173,29 +173,35 @@ def describe_machine(storage: Any) -> dict[str, Any]:
 
 
 # -- (a) bare Keras -------------------------------------------------------------------
-def bench_bare(n: int, data: Any) -> list[float]:
-    times = []
-    for i in range(n):
-        start = time.perf_counter()
-        bare_trial(i, data, UNITS, BATCH_SIZE)
-        times.append((time.perf_counter() - start) * 1000)
-    return times
+def timed_bare(i: int, data: Any) -> float:
+    start = time.perf_counter()
+    bare_trial(i, data, UNITS, BATCH_SIZE)
+    return (time.perf_counter() - start) * 1000
 
 
-# -- (b) a warm worker ----------------------------------------------------------------
-def bench_worker(storage: Any, name: str, n: int, data: Any) -> dict[str, Any]:
+# -- (b) a warm worker, and (a) between its trials when interleaved --------------------
+def bench_worker(storage: Any, name: str, n: int, data: Any,
+                 interleave: bool) -> tuple[dict[str, Any], list[float]]:
+    """Returns the worker's timings, and the bare trials' (run between the worker's trials
+    when `interleave`, else in a plain loop before the worker starts)."""
     from tuner import Int, Space, Study, StudyDefinition, TrialState
     from workers.loop import Worker, WorkerOptions
 
-    class TimedWorker(Worker):
-        """The stock worker, noting when each trial's `_run_one` starts and ends."""
+    bare: list[float] = []
 
-        marks: list[tuple[float, float]]
+    class TimedWorker(Worker):
+        """The stock worker, noting when each `_run_one` starts and ends and, when
+        interleaving, running one bare trial after it (after finish_trial committed)."""
+
+        marks: list[tuple[float, float, float]]  # start, end, resumed (after the bare trial)
 
         def _run_one(self, trial: Any, worker_id: int) -> None:
             start = time.perf_counter()
             super()._run_one(trial, worker_id)
-            self.marks.append((start, time.perf_counter()))
+            end = time.perf_counter()
+            if interleave:
+                bare.append(timed_bare(len(self.marks), data))
+            self.marks.append((start, end, time.perf_counter()))
 
     def build_model(hp: Any) -> Any:
         return build_mlp(hp["units"])
@@ -211,6 +217,9 @@ def bench_worker(storage: Any, name: str, n: int, data: Any) -> dict[str, Any]:
         if storage.enqueue_trial(study_id, number, {"units": UNITS}) is None:
             raise RuntimeError(f"could not queue trial {number}")
 
+    if not interleave:
+        bare = [timed_bare(i, data) for i in range(n)]
+
     worker = TimedWorker(storage, name, definition, options=WorkerOptions(max_trials=n))
     worker.marks = []
     worker.register()
@@ -224,14 +233,19 @@ def bench_worker(storage: Any, name: str, n: int, data: Any) -> dict[str, Any]:
         detail = "\n".join(f"trial {t.number}: {t.state.value} {t.error or ''}" for t in bad[:3])
         raise RuntimeError(f"the worker ran {ran} of {n} trials; not complete:\n{detail}")
 
-    ends = [start] + [end for _, end in worker.marks]
-    cycle = [(ends[i + 1] - ends[i]) * 1000 for i in range(n)]  # end of one trial to the next
-    in_trial = [(end - begin) * 1000 for begin, end in worker.marks]
-    claim_gap = [(worker.marks[i][0] - ends[i]) * 1000 for i in range(n)]
+    marks = worker.marks
+    resumed = [start] + [r for _, _, r in marks]  # when the worker's loop got control back
+    claim_gap = [(marks[i][0] - resumed[i]) * 1000 for i in range(n)]
+    in_trial = [(end - begin) * 1000 for begin, end, _ in marks]
+    cycle = [g + t for g, t in zip(claim_gap, in_trial, strict=True)]
+    between = bare if interleave else [0.0] * n  # the bare trials sit in the DB's gaps
     db_duration = [(t.finished_at - t.started_at) * 1000 for t in trials]
-    db_gap = [(trials[i + 1].started_at - trials[i].finished_at) * 1000 for i in range(n - 1)]
-    return {"wall_s": wall, "cycle": cycle, "in_trial": in_trial, "claim_gap": claim_gap,
-            "db_duration": db_duration, "db_gap": db_gap}
+    db_gap = [(trials[i + 1].started_at - trials[i].finished_at) * 1000 - between[i]
+              for i in range(n - 1)]
+    timings = {"run_s": wall, "run_minus_bare_s": wall - sum(between) / 1000, "cycle": cycle,
+               "in_trial": in_trial, "claim_gap": claim_gap, "db_duration": db_duration,
+               "db_gap": db_gap}
+    return timings, bare
 
 
 # -- (c) the database calls alone -----------------------------------------------------
@@ -296,7 +310,8 @@ def bench_fresh(runs: int) -> dict[str, list[float]]:
     for seed in range(runs):
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", _child_code(seed)], env=env,
-                              capture_output=True, text=True, timeout=300, cwd=tempfile.gettempdir())
+                              capture_output=True, text=True, timeout=300,
+                              cwd=tempfile.gettempdir())
         total = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(f"the fresh interpreter failed:\n{proc.stderr[-3000:]}")
@@ -309,7 +324,10 @@ def bench_fresh(runs: int) -> dict[str, list[float]]:
 
 # -- main -------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1],
+    )
     parser.add_argument("--trials", type=int, default=30,
                         help="trials in (a), (b) and (c) (default 30; the first 3 are warm-up)")
     parser.add_argument("--storage", metavar="URL",
@@ -317,9 +335,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the results here as JSON")
     parser.add_argument("--fresh-runs", type=int, default=FRESH_RUNS,
                         help=f"fresh-interpreter runs in (d) (default {FRESH_RUNS}; 0 skips)")
+    parser.add_argument("--order", choices=("interleaved", "sequential"), default="interleaved",
+                        help="interleaved (default): one bare trial after each tuner trial, so "
+                             "that both see the same process age and machine load; sequential: "
+                             "all bare trials, then the worker (a Keras process slows down as "
+                             "it runs trials, which then counts against the worker)")
     args = parser.parse_args(argv)
     if args.trials <= WARMUP + 1:
         parser.error(f"--trials must be more than {WARMUP + 1} (the first {WARMUP} are warm-up)")
+    if args.fresh_runs < 0:
+        parser.error("--fresh-runs must be 0 or more")
+
+    import logging
+
+    # Keras retraces its train function after every clear_session; TensorFlow warns each time.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
     from tuner.storage import Storage
 
@@ -329,18 +359,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmpdir = tempfile.mkdtemp(prefix="trial-overhead-")
         url = f"sqlite:///{tmpdir}/bench.db"
     n = args.trials
+    interleave = args.order == "interleaved"
     tag = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     worker_study, db_study = f"bench-trial-overhead-{tag}", f"bench-db-overhead-{tag}"
-    storage = Storage(url)
     created: list[str] = []
     try:
-        print(f"(a) bare Keras, {n} trials ...", file=sys.stderr, flush=True)
+        storage = Storage(url)
+    except Exception:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    try:
         data = load_xy()
-        bare = bench_bare(n, data)
-
-        print(f"(b) warm tuner worker, {n} trials ...", file=sys.stderr, flush=True)
+        what = "interleaved with" if interleave else "after"
+        print(f"(b) warm tuner worker, {n} trials, {what} (a) {n} bare Keras trials ...",
+              file=sys.stderr, flush=True)
         created.append(worker_study)
-        worker = bench_worker(storage, worker_study, n, data)
+        worker, bare = bench_worker(storage, worker_study, n, data, interleave)
 
         print(f"(c) database calls alone, {n} trials ...", file=sys.stderr, flush=True)
         created.append(db_study)
@@ -353,6 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             fresh = bench_fresh(args.fresh_runs)
 
         machine = describe_machine(storage)
+        machine["order"] = (
+            f"{args.order}; {n} trials per part, the first {WARMUP} left out of (a)-(c)"
+        )
     finally:
         for name in created:
             try:
@@ -366,31 +404,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     w = WARMUP
     bare_s = _stats(bare[w:])
     cycle_s = _stats(worker["cycle"][w:])
-    overhead = [c - b for c, b in zip(worker["cycle"][w:], bare[w:], strict=False)]
-    overhead_s = {"median": cycle_s["median"] - bare_s["median"],
-                  "mean": cycle_s["mean"] - bare_s["mean"], "n": None}
-    percent = {"median": 100 * overhead_s["median"] / bare_s["median"],
-               "mean": 100 * overhead_s["mean"] / bare_s["mean"], "n": None}
+    paired = _stats([c - b for c, b in zip(worker["cycle"][w:], bare[w:], strict=True)])
+    overhead = {"median": cycle_s["median"] - bare_s["median"],
+                "mean": cycle_s["mean"] - bare_s["mean"], "n": None}
+    percent = {"median": 100 * overhead["median"] / bare_s["median"],
+               "mean": 100 * overhead["mean"] / bare_s["mean"], "n": None}
     fresh_s = _stats(fresh["total"])
-    clock = "ms resolution on SQLite" if url.startswith("sqlite") else "database clock"
+    clock = "DB clock, 1 ms steps on SQLite" if url.startswith("sqlite") else "DB clock"
     rows = [
         _row("a", "Bare Keras trial: clear_session + seed + build + fit (1 epoch, val)",
-             bare_s, "ms"),
-        _row("b", "Tuner worker trial, cycle: claim -> train -> finish (end to end)",
-             cycle_s, "ms", "perf_counter, end of one trial to end of the next"),
-        _row("b", "... of which inside `_run_one` (study read, train, report, finish)",
+             bare_s, "ms", "plain loop" if not interleave else "between the worker's trials"),
+        _row("b", "Tuner worker trial: claim -> train -> finish, end to end",
+             cycle_s, "ms", "perf_counter"),
+        _row("b", "... in `_run_one` (study read, build, fit, report_epoch, finish_trial)",
              _stats(worker["in_trial"][w:]), "ms"),
-        _row("b", "... of which between trials (claim, loop)",
+        _row("b", "... between trials (claim_trial, loop)",
              _stats(worker["claim_gap"][w:]), "ms"),
         _row("b", "Worker.run() wall time / N", {"median": None,
-             "mean": worker["wall_s"] * 1000 / n, "n": n}, "ms",
-             "all trials incl. warm-up, data, register, stop"),
+             "mean": worker["run_minus_bare_s"] * 1000 / n, "n": n}, "ms",
+             "all N trials incl. warm-up, data, register, stop"
+             + ("; bare trials subtracted" if interleave else "")),
         _row("b", "Trial in DB: started_at -> finished_at",
              _stats(worker["db_duration"][w:]), "ms", clock),
         _row("b", "Gap in DB: finished_at -> next started_at",
-             _stats(worker["db_gap"][w:]), "ms", clock),
-        _row("b", "**Tuner overhead per trial** (worker cycle - bare)", overhead_s, "ms",
-             f"paired per-trial diff: median {_fmt(_stats(overhead)['median'], 'ms')}"),
+             _stats(worker["db_gap"][w:]), "ms",
+             clock + ("; bare trial subtracted" if interleave else "")),
+        _row("b", "**Tuner overhead per trial** (worker trial - bare trial)", overhead, "ms",
+             f"difference of medians / of means; median of paired differences "
+             f"{_fmt(paired['median'], 'ms')}"),
         _row("b", "Tuner overhead, relative to bare", percent, "%"),
         _row("c", "DB alone: claim_trial + report_epoch + finish_trial",
              _stats(db["total"][w:]), "ms", "no Keras"),
@@ -398,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              _stats(db["claim"][w:]), "ms"),
         _row("c", "... report_epoch (1 epoch)", _stats(db["report"][w:]), "ms"),
         _row("c", "... finish_trial", _stats(db["finish"][w:]), "ms"),
-        _row("c", "study_by_id (the worker also reads this per trial)",
+        _row("c", "study_by_id (the worker also reads it per trial)",
              _stats(db["study"][w:]), "ms", "not in the total above"),
         _row("c", "enqueue_trial (coordinator side)", _stats(db["enqueue"][w:]), "ms",
              "not on the worker's path"),
@@ -407,24 +448,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += [
             _row("d", "**Fresh process per trial** (`python -c`: start, import, build, fit)",
                  fresh_s, "s"),
-            _row("d", "... import keras (+ backend) in the child", _stats(fresh["import"]), "s"),
-            _row("d", "... the trial itself in the child (data, build, fit)",
-                 _stats(fresh["trial"]), "s", "first trial in a process: cold"),
+            _row("d", "... import keras (and its backend) in the child",
+                 _stats(fresh["import"]), "s"),
+            _row("d", "... the trial in the child (data, build, fit)",
+                 _stats(fresh["trial"]), "s", "a process's first trial: traces from cold"),
             _row("d", "Fresh process vs warm tuner trial",
                  {"median": fresh_s["median"] * 1000 / cycle_s["median"], "mean": None,
-                  "n": None}, "x"),
+                  "n": None}, "x", "ratio of medians"),
         ]
 
     table = markdown(machine, rows)
     print(table)
     if args.json:
         result = {
-            "machine": machine, "trials": n, "warmup": WARMUP, "fresh_runs": args.fresh_runs,
-            "rows": rows, "markdown": table,
-            "raw_ms": {"bare": bare, **{f"worker_{k}": v for k, v in worker.items()
-                                        if k != "wall_s"},
+            "machine": machine, "trials": n, "warmup": WARMUP, "order": args.order,
+            "fresh_runs": args.fresh_runs, "rows": rows, "markdown": table,
+            "raw_ms": {"bare": bare,
+                       **{f"worker_{k}": v for k, v in worker.items() if not k.endswith("_s")},
                        **{f"db_{k}": v for k, v in db.items()}},
-            "raw_s": {"worker_wall": worker["wall_s"],
+            "raw_s": {**{f"worker_{k}": v for k, v in worker.items() if k.endswith("_s")},
                       **{f"fresh_{k}": v for k, v in fresh.items()}},
         }
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -10,7 +10,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -56,7 +56,7 @@ def friendly(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class Strategy(str, Enum):
+class Strategy(StrEnum):
     grid = "grid"
     random = "random"
     bayes = "bayes"
@@ -192,7 +192,7 @@ def best(name: NameArg, storage: StorageOpt = DEFAULT_URL) -> None:
     )
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     csv = "csv"
     json = "json"
 
@@ -211,7 +211,7 @@ def export(
     rows = [trial_row(t) for t in study.trials]
     if format == Format.json:
         per_epoch = study.storage.epochs(t.id for t in study.trials)
-        for row, trial in zip(rows, study.trials):
+        for row, trial in zip(rows, study.trials, strict=True):
             row["params"] = trial.params
             row["epoch_metrics"] = per_epoch[trial.id]
         text = json.dumps({"study": name, "metric": study.metric, "direction": study.direction,

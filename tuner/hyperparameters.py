@@ -76,14 +76,15 @@ class HyperParameters:
     # -- the KerasTuner methods --------------------------------------------------------
     def Int(self, name: str, min_value: int, max_value: int, step: int | None = None,
             sampling: str = "linear", default: int | None = None,
-            parent_name: str | None = None, parent_values: Sequence[Any] | None = None) -> int | None:
+            parent_name: str | None = None, parent_values: Any = None) -> int | None:
         log = _is_log(name, sampling)
         return self._retrieve(Int(min_value, max_value, step, log, default=default),
                               name, parent_name, parent_values)
 
     def Float(self, name: str, min_value: float, max_value: float, step: float | None = None,
               sampling: str = "linear", default: float | None = None,
-              parent_name: str | None = None, parent_values: Sequence[Any] | None = None) -> float | None:
+              parent_name: str | None = None, parent_values: Any = None,
+              ) -> float | None:
         log = _is_log(name, sampling)
         return self._retrieve(Float(min_value, max_value, step, log, default=default),
                               name, parent_name, parent_values)

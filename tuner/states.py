@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 
 
-class TrialState(str, enum.Enum):
+class TrialState(enum.StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     COMPLETE = "COMPLETE"
@@ -18,9 +18,6 @@ class TrialState(str, enum.Enum):
 
     def is_finished(self) -> bool:
         return self in FINISHED
-
-    def __str__(self) -> str:
-        return self.value
 
 
 FINISHED = frozenset({TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED})

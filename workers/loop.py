@@ -10,7 +10,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +131,8 @@ class Worker:
             return True
         growth = rss_mb() - baseline
         if opts.max_memory_growth_mb is not None and growth > opts.max_memory_growth_mb:
-            log.info("worker %s grew by %.0f MiB; making way for a fresh one", self.worker_id, growth)
+            log.info("worker %s grew by %.0f MiB; making way for a fresh one",
+                     self.worker_id, growth)
             return True
         return False
 
@@ -154,7 +154,8 @@ class Worker:
                 seed=trial_seed(study.seed, trial.number), report=report,
             )
         except TrialLost:
-            log.warning("trial %d was taken from worker %d; result dropped", trial.number, worker_id)
+            log.warning("trial %d was taken from worker %d; result dropped",
+                        trial.number, worker_id)
             return
         except Exception as exc:
             log.info("trial %d failed: %s", trial.number, exc)

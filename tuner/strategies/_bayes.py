@@ -119,7 +119,9 @@ class Bayes(Strategy):
             if not param.is_active(values):
                 continue
             dist = distribution(param)
-            values[param.name] = param.initial if dist is None else suggest(otrial, param.name, dist)
+            values[param.name] = (
+                param.initial if dist is None else suggest(otrial, param.name, dist)
+            )
         return otrial, values
 
     def ask(self, number: int, space: Space) -> dict[str, Any]:
