@@ -8,7 +8,7 @@ The workload is deliberately tiny, so that the fixed cost of a trial shows: 64 d
 (scikit-learn's load_digits) for training and the next 64 for validation, a Dense(16) ->
 Dense(10) MLP, Adam, one epoch at batch size 32, no early stopping.
 
-  (a) bare Keras: clear_session, set_random_seed, build and compile, fit, in a plain loop;
+  (a) bare Keras: clear_session, set_random_seed, build and compile, fit, and no tuner;
   (b) a warm tuner worker (`workers.loop.Worker`, in this process) running N trials that
       were queued beforehand: the per-trial cycle (claim -> train -> finish), and the
       same trials as the database saw them (started_at -> finished_at, and the gap until
@@ -17,7 +17,12 @@ Dense(10) MLP, Adam, one epoch at batch size 32, no early stopping.
   (d) a fresh `python -c` per trial: interpreter start, import of Keras and its backend,
       build, fit. This is what a tool that starts a process per trial pays every time.
 
-The first 3 trials of (a), (b) and (c) are warm-up and left out of their statistics.
+By default (a) and (b) are interleaved: the worker runs one bare trial after each of
+its own (after finish_trial, outside every timed span of the worker). A Keras process
+gets slower as it runs trials, even with clear_session, so whichever of (a) and (b)
+ran second would look slower by that alone; `--order sequential` runs them one after
+the other, (a) first, to see it. The first 3 trials of (a), (b) and (c) are warm-up and
+left out of their statistics.
 KERAS_BACKEND is honoured. The benchmark's studies are deleted at the end, so a shared
 database (PostgreSQL, MySQL) is left as it was, apart from the stopped workers' rows.
 """

@@ -92,7 +92,8 @@ class Coordinator:
                 progress = Progress(study, counts, self.budget, storage.best_trial(study),
                                     time.monotonic() - started, finished)
                 self.on_progress(progress)
-                if failures_in_row >= self.options.max_consecutive_failures:
+                # Every trial of a small budget failing is as telling as a long run of them.
+                if failures_in_row >= min(self.options.max_consecutive_failures, self.budget):
                     raise TooManyFailures(
                         f"the last {failures_in_row} trials failed; stopping the study. "
                         f"Last error:\n{_last_line(finished[-1].error)}"
