@@ -409,7 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     w = WARMUP
     bare_s = _stats(bare[w:])
     cycle_s = _stats(worker["cycle"][w:])
-    paired = _stats([c - b for c, b in zip(worker["cycle"][w:], bare[w:], strict=True)])
+    diffs = [c - b for c, b in zip(worker["cycle"][w:], bare[w:], strict=True)]
+    paired = _stats(diffs)
+    q1, _, q3 = statistics.quantiles(diffs, n=4)
     overhead = {"median": cycle_s["median"] - bare_s["median"],
                 "mean": cycle_s["mean"] - bare_s["mean"], "n": None}
     percent = {"median": 100 * overhead["median"] / bare_s["median"],
@@ -435,8 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
              _stats(worker["db_gap"][w:]), "ms",
              clock + ("; bare trial subtracted" if interleave else "")),
         _row("b", "**Tuner overhead per trial** (worker trial - bare trial)", overhead, "ms",
-             f"difference of medians / of means; median of paired differences "
-             f"{_fmt(paired['median'], 'ms')}"),
+             f"difference of medians / of means; paired per-trial differences: median "
+             f"{_fmt(paired['median'], 'ms')}, quartiles {_fmt(q1, 'ms')} .. {_fmt(q3, 'ms')}"),
         _row("b", "Tuner overhead, relative to bare", percent, "%"),
         _row("c", "DB alone: claim_trial + report_epoch + finish_trial",
              _stats(db["total"][w:]), "ms", "no Keras"),
