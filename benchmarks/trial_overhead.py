@@ -38,6 +38,7 @@ import inspect
 import json
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -350,6 +351,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--trials must be more than {WARMUP + 1} (the first {WARMUP} are warm-up)")
     if args.fresh_runs < 0:
         parser.error("--fresh-runs must be 0 or more")
+
+    def terminate(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)  # so that the benchmark's studies are still deleted
+
+    signal.signal(signal.SIGTERM, terminate)
 
     import logging
 
