@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -55,10 +56,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # benchmark this working tree
 
 WARMUP = 3  # trials left out of the statistics of (a), (b) and (c)
-TRAIN, VAL = 64, 64
 UNITS = 16
 BATCH_SIZE = 32
 FRESH_RUNS = 3
+INTERFERENCE = (" (did another process change this database meanwhile? a test suite that"
+                " drops the tables, say)")
 
 
 # -- the workload: shared verbatim with the fresh interpreter of (d) -------------------
@@ -235,9 +237,12 @@ def bench_worker(storage: Any, name: str, n: int, data: Any,
 
     trials = storage.trials(study_id)
     bad = [t for t in trials if t.state is not TrialState.COMPLETE]
-    if ran != n or bad:
+    if ran != n or bad or len(trials) != n or len(worker.marks) != n:
         detail = "\n".join(f"trial {t.number}: {t.state.value} {t.error or ''}" for t in bad[:3])
-        raise RuntimeError(f"the worker ran {ran} of {n} trials; not complete:\n{detail}")
+        raise RuntimeError(
+            f"the worker ran {ran} of {n} trials and the study holds {len(trials)}, "
+            f"{len(bad)} of them not COMPLETE{INTERFERENCE}\n{detail}"
+        )
 
     marks = worker.marks
     resumed = [start] + [r for _, _, r in marks]  # when the worker's loop got control back
@@ -279,11 +284,11 @@ def bench_db(storage: Any, name: str, n: int) -> dict[str, list[float]]:
         storage.study_by_id(record.id)  # the worker re-reads the study (its space) per trial
         t2 = time.perf_counter()
         if trial is None or not storage.report_epoch(trial.id, worker_id, 0, 0.1, metrics):
-            raise RuntimeError("claim or report_epoch failed on an idle study")
+            raise RuntimeError(f"claim_trial or report_epoch failed{INTERFERENCE}")
         t3 = time.perf_counter()
         if not storage.finish_trial(trial.id, worker_id, TrialState.COMPLETE, value=0.1,
                                     best_epoch=0, params={"units": UNITS}):
-            raise RuntimeError("finish_trial refused a trial this worker holds")
+            raise RuntimeError(f"finish_trial refused a trial this worker holds{INTERFERENCE}")
         t4 = time.perf_counter()
         for key, ms in (("claim", t1 - t0), ("study", t2 - t1), ("report", t3 - t2),
                         ("finish", t4 - t3), ("total", (t1 - t0) + (t4 - t2))):
@@ -310,22 +315,79 @@ def _child_code(seed: int) -> str:
     ])
 
 
-def bench_fresh(runs: int) -> dict[str, list[float]]:
+def bench_fresh(runs: int, cleanup: Cleanup) -> dict[str, list[float]]:
     env = dict(os.environ)  # KERAS_BACKEND and TF_CPP_MIN_LOG_LEVEL pass through
     out: dict[str, list[float]] = {"total": [], "import": [], "trial": []}
     for seed in range(runs):
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", _child_code(seed)], env=env,
-                              capture_output=True, text=True, timeout=300,
-                              cwd=tempfile.gettempdir())
+        with subprocess.Popen([sys.executable, "-c", _child_code(seed)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=tempfile.gettempdir()) as proc:
+            cleanup.children.append(proc)
+            try:
+                stdout, stderr = proc.communicate(timeout=300)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                cleanup.children.remove(proc)
         total = time.perf_counter() - start
         if proc.returncode != 0:
-            raise RuntimeError(f"the fresh interpreter failed:\n{proc.stderr[-3000:]}")
-        report = json.loads(proc.stdout.strip().splitlines()[-1])
+            raise RuntimeError(f"the fresh interpreter failed:\n{stderr[-3000:]}")
+        report = json.loads(stdout.strip().splitlines()[-1])
         out["total"].append(total)
         out["import"].append(report["import_s"])
         out["trial"].append(report["trial_s"])
     return out
+
+
+# -- cleanup ----------------------------------------------------------------------
+class Cleanup:
+    """Deletes the benchmark's studies (and its temporary SQLite file) once, whether the
+    run ends normally, with an error, on Ctrl-C or on SIGTERM."""
+
+    def __init__(self, tmpdir: str | None) -> None:
+        self.tmpdir = tmpdir
+        self.storage: Any = None
+        self.studies: list[str] = []
+        self.children: list[subprocess.Popen[str]] = []
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self) -> None:
+        from tuner.errors import StudyNotFound
+
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            for child in list(self.children):
+                child.kill()
+            if self.storage is not None:
+                for name in self.studies:
+                    try:
+                        self.storage.delete_study(name)
+                    except StudyNotFound:
+                        pass
+                    except Exception as exc:
+                        print(f"could not delete study {name!r}: {exc}", file=sys.stderr)
+                self.storage.dispose()
+            if self.tmpdir is not None:
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        """Clean up from a thread, then exit. Raising SystemExit here instead could be
+        swallowed: a signal handler's exception is lost when it lands in a weakref callback
+        or a __del__, which Keras's clear_session sets off often."""
+        signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
+
+        def clean_and_exit() -> None:
+            try:
+                self()
+            finally:
+                print(f"stopped by signal {signum}", file=sys.stderr, flush=True)
+                os._exit(128 + signum)
+
+        threading.Thread(target=clean_and_exit, name="cleanup").start()
 
 
 # -- main -------------------------------------------------------------------------
@@ -352,16 +414,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fresh_runs < 0:
         parser.error("--fresh-runs must be 0 or more")
 
-    def terminate(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)  # so that the benchmark's studies are still deleted
-
-    signal.signal(signal.SIGTERM, terminate)
-
     import logging
 
     # Keras retraces its train function after every clear_session; TensorFlow warns each time.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
+    from tuner.errors import StorageError
     from tuner.storage import Storage
 
     tmpdir = None
@@ -373,44 +431,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     interleave = args.order == "interleaved"
     tag = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     worker_study, db_study = f"bench-trial-overhead-{tag}", f"bench-db-overhead-{tag}"
-    created: list[str] = []
+    cleanup = Cleanup(tmpdir)
+    signal.signal(signal.SIGTERM, cleanup.on_signal)
     try:
-        storage = Storage(url)
-    except Exception:
-        if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-        raise
-    try:
+        try:
+            storage = cleanup.storage = Storage(url)
+        except StorageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         data = load_xy()
         what = "interleaved with" if interleave else "after"
         print(f"(b) warm tuner worker, {n} trials, {what} (a) {n} bare Keras trials ...",
               file=sys.stderr, flush=True)
-        created.append(worker_study)
+        cleanup.studies.append(worker_study)
         worker, bare = bench_worker(storage, worker_study, n, data, interleave)
 
         print(f"(c) database calls alone, {n} trials ...", file=sys.stderr, flush=True)
-        created.append(db_study)
+        cleanup.studies.append(db_study)
         db = bench_db(storage, db_study, n)
 
         fresh: dict[str, list[float]] = {"total": [], "import": [], "trial": []}
         if args.fresh_runs > 0:
             print(f"(d) fresh interpreter per trial, {args.fresh_runs} runs ...",
                   file=sys.stderr, flush=True)
-            fresh = bench_fresh(args.fresh_runs)
+            fresh = bench_fresh(args.fresh_runs, cleanup)
 
         machine = describe_machine(storage)
         machine["order"] = (
             f"{args.order}; {n} trials per part, the first {WARMUP} left out of (a)-(c)"
         )
     finally:
-        for name in created:
-            try:
-                storage.delete_study(name)
-            except Exception as exc:
-                print(f"could not delete study {name!r}: {exc}", file=sys.stderr)
-        storage.dispose()
-        if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        cleanup()
 
     w = WARMUP
     bare_s = _stats(bare[w:])
@@ -422,6 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "mean": cycle_s["mean"] - bare_s["mean"], "n": None}
     percent = {"median": 100 * overhead["median"] / bare_s["median"],
                "mean": 100 * overhead["mean"] / bare_s["mean"], "n": None}
+    parts = (worker["claim_gap"], db["study"], db["report"], db["finish"])
+    direct = {key: sum(_stats(part[w:])[key] for part in parts) for key in ("median", "mean")}
+    direct["n"] = None
     fresh_s = _stats(fresh["total"])
     clock = "DB clock, 1 ms steps on SQLite" if url.startswith("sqlite") else "DB clock"
     rows = [
@@ -456,6 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
              _stats(db["study"][w:]), "ms", "not in the total above"),
         _row("c", "enqueue_trial (coordinator side)", _stats(db["enqueue"][w:]), "ms",
              "not on the worker's path"),
+        _row("b+c", "The tuner's database work per trial, measured without Keras's noise",
+             direct, "ms", "(b) between trials + (c) study_by_id, report_epoch, finish_trial"),
     ]
     if fresh["total"]:
         rows += [
