@@ -20,7 +20,12 @@ demo: $(BIN)/tuner
 services:
 	@bash .ci/services
 
-test: $(BIN)/tuner services
+# The tests also run Keras on PyTorch and Optuna's GP sampler: PyTorch's CPU build.
+$(VENV)/.test-extras: $(BIN)/tuner
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	touch $@
+
+test: $(VENV)/.test-extras services
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/tuner

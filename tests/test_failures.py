@@ -135,3 +135,46 @@ def test_kerastuner_hypermodel_with_its_own_fit_runs_unchanged(sqlite_url):
     assert all(t.state == TrialState.COMPLETE for t in trials), [t.error for t in trials]
     assert all(t.params["batch_size"] in (32, 64) for t in trials)  # registered inside fit
     assert "batch_size" in study.space
+
+
+def test_a_worker_process_killed_mid_trial_is_replaced_and_its_trial_rerun(sqlite_url):
+    """What the kernel's OOM killer does to a worker: SIGKILL, no goodbye."""
+    run = start_cli("run", str(STUDIES / "tiny.py"), "--storage", sqlite_url, "--trials", "3",
+                    "--workers", "2", "--epochs", "30", "--strategy", "random")
+
+    def running_trial():
+        try:
+            study = Study.load("tiny", storage=sqlite_url)
+        except Exception:  # not created yet
+            return None
+        running = [t for t in study.trials if t.state == TrialState.RUNNING and t.epochs >= 1]
+        return (study, running[0]) if running else None
+
+    wait_for(lambda: running_trial() is not None)
+    study, victim = running_trial()
+    pid = next(w.pid for w in study.storage.workers() if w.id == victim.worker_id)
+    os.kill(pid, signal.SIGKILL)
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    trials = {t.number: t for t in study.trials}
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials.values())
+    rerun = trials[victim.number]
+    assert rerun.retries == 1 and rerun.worker_id != victim.worker_id
+    killed = next(w for w in study.storage.workers() if w.id == victim.worker_id)
+    assert killed.stopped_at is not None
+    assert len(study.storage.workers()) == 3  # two at the start, one replacement
+
+
+def test_workers_train_on_the_pytorch_backend(sqlite_url, tmp_path):
+    """The same study file on KERAS_BACKEND=torch: workers inherit the backend."""
+    log = tmp_path / "builds.jsonl"
+    env = dict(cli_env(), KERAS_BACKEND="torch", TUNER_TEST_BUILD_LOG=str(log))
+    run = start_cli("run", str(STUDIES / "tiny.py"), "--storage", sqlite_url, "--trials", "3",
+                    "--workers", "2", "--strategy", "random", env=env)
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    trials = Study.load("tiny", storage=sqlite_url).trials
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(t.value > 0.5 for t in trials)  # it really learned, on torch
+    backends = {json.loads(line)["backend"] for line in log.read_text().splitlines()}
+    assert backends == {"torch"}

@@ -345,3 +345,20 @@ def test_trial_seed_is_deterministic_and_in_range():
     assert len(seeds) == 200
     assert all(isinstance(s, int) and 0 <= s < 2**31 - 1 for s in seeds)
     assert trial_seed(0, 1) != trial_seed(1, 0)
+
+
+def test_bayes_gp_sampler_proposes_inside_the_space_and_learns():
+    """Optuna's Gaussian-process sampler (needs PyTorch) behind the same interface."""
+    assert make_strategy("bayes-gp").sampler == "gp"
+    space = Space(x=Float(0.0, 1.0), n=Int(1, 4))
+    strategy = Bayes(sampler="gp", n_startup_trials=4)
+    strategy.start(space, direction="maximize", seed=0, trials=[])
+    best = -1.0
+    for n in range(12):
+        params = strategy.ask(n, space)
+        assert 0.0 <= params["x"] <= 1.0 and params["n"] in (1, 2, 3, 4)
+        value = -((params["x"] - 0.3) ** 2)
+        best = max(best, value)
+        strategy.tell(Trial(id=n, number=n, state=TrialState.COMPLETE, params=params,
+                            value=value))
+    assert best > -0.01

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tuner.definition import StudyDefinition
 from tuner.errors import TunerError
 from tuner.executors import Executor
 from tuner.space import Space
@@ -64,7 +65,7 @@ class Coordinator:
         self.executor, self.budget, self.options = executor, budget, options
         self.on_progress = on_progress or (lambda progress: None)
 
-    def run(self, definition: object) -> Progress:
+    def run(self, definition: StudyDefinition) -> Progress:
         """Run the study to its budget (or until the strategy is exhausted)."""
         storage, study = self.storage, self.study
         started = time.monotonic()
@@ -78,18 +79,20 @@ class Coordinator:
         in_flight = {t.number for t in history if not t.state.is_finished()}
         failures_in_row = 0
         exhausted = False
+        best = storage.best_trial(study)
 
-        self.executor.start(storage, study, definition)  # type: ignore[arg-type]
+        self.executor.start(storage, study, definition)
         try:
             while True:
                 finished = self._collect(in_flight)
                 for trial in finished:
                     self.strategy.tell(trial)
                     failures_in_row = failures_in_row + 1 if trial.state == TrialState.FAILED else 0
-                if finished:
+                if finished:  # results change the best, and may have grown the space
                     space = Space.from_dict(storage.study_by_id(study.id).space)
+                    best = storage.best_trial(study)
                 counts = storage.counts(study.id)
-                progress = Progress(study, counts, self.budget, storage.best_trial(study),
+                progress = Progress(study, counts, self.budget, best,
                                     time.monotonic() - started, finished)
                 self.on_progress(progress)
                 # Every trial of a small budget failing is as telling as a long run of them.

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,8 +52,6 @@ def discover_space(definition: StudyDefinition) -> Space:
 
 
 def _clear_keras_session() -> None:
-    import sys
-
     keras = sys.modules.get("keras")
     if keras is not None:
         keras.backend.clear_session()
@@ -79,7 +79,7 @@ class Study:
         store = storage if isinstance(storage, Storage) else Storage(storage)
         definition = _as_definition(definition)
         if epochs is not None:
-            definition = _with_epochs(definition, epochs)
+            definition = replace(definition, epochs=epochs)
         name = name or definition.name
         if not name:
             raise ValueError("name: a study built from a Python object needs a name")
@@ -222,12 +222,6 @@ def _as_definition(definition: str | Path | StudyDefinition) -> StudyDefinition:
     if isinstance(definition, StudyDefinition):
         return definition
     return load_definition(definition)
-
-
-def _with_epochs(definition: StudyDefinition, epochs: int) -> StudyDefinition:
-    from dataclasses import replace
-
-    return replace(definition, epochs=epochs)
 
 
 def _check_same(record: StudyRecord, definition: StudyDefinition, strategy: str,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.definition import StudyDefinition, load_definition
+from tuner.errors import DefinitionError
 from tuner.space import Space
 from tuner.states import TrialState
 from tuner.storage import Storage, Trial
@@ -78,7 +79,12 @@ class Worker:
     ) -> None:
         self.storage = storage
         self.study = storage.get_study(study_name)
-        self.definition = definition or load_definition(self.study.definition or "")
+        if definition is None and not self.study.definition:
+            raise DefinitionError(
+                f"study {study_name!r} was defined in Python, not in a file a worker can "
+                "import; run it with the InProcess executor"
+            )
+        self.definition = definition or load_definition(self.study.definition)
         self.device = device
         self.options = options
         self.stop = stop or threading.Event()

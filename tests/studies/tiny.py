@@ -29,7 +29,8 @@ def load_data():
 def build_model(hp):
     if os.environ.get("TUNER_TEST_BUILD_LOG"):  # lets tests count how often each trial ran
         with open(os.environ["TUNER_TEST_BUILD_LOG"], "a") as log:
-            log.write(json.dumps({"pid": os.getpid(), "params": hp.values}) + "\n")
+            entry = {"pid": os.getpid(), "params": hp.values, "backend": keras.backend.backend()}
+            log.write(json.dumps(entry) + "\n")
     model = keras.Sequential([
         keras.Input(shape=(64,)),
         keras.layers.Dense(hp["units"], activation=hp["activation"]),
