@@ -63,6 +63,12 @@ class Strategy(StrEnum):
     bayes_gp = "bayes-gp"
 
 
+class EarlyStopRule(StrEnum):
+    median = "median"
+    asha = "asha"
+    hyperband = "hyperband"
+
+
 @app.command()
 @friendly
 def run(
@@ -77,6 +83,8 @@ def run(
         min=1, help="Worker processes [default: one per visible GPU, else 1].")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the study [default: random].")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override the file's epochs.")] = None,
+    early_stop: Annotated[EarlyStopRule | None, typer.Option(
+        help="Stop poor trials early, judged against the other trials.")] = None,
     top: Annotated[int, typer.Option(min=0, help="Rows of the ranked table at the end.")] = 10,
 ) -> None:
     """Run (or resume) a study: sample, train on local workers, rank."""
@@ -84,7 +92,8 @@ def run(
     with captured_stderr():  # TensorFlow's start-up chatter, unless the import fails
         study = Study.create(name, definition=study_file, storage=storage,
                              strategy=strategy.value if strategy else None, seed=seed,
-                             epochs=epochs, load_if_exists=True)
+                             epochs=epochs, early_stop=early_stop.value if early_stop else None,
+                             load_if_exists=True)
     counts = study.counts()
     done = sum(counts[s] for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED))
     record = study.record
@@ -101,6 +110,7 @@ def run(
                    "--name", record.name, "--trials", str(trials)]
         command += ["--workers", str(workers)] if workers else []
         command += ["--epochs", str(epochs)] if epochs else []
+        command += ["--early-stop", early_stop.value] if early_stop else []
         err.print(f"[yellow]Stopped:[/] {exc}.\nResume with:\n  {shlex.join(command)}",
                   highlight=False)
         raise typer.Exit(130) from None

@@ -5,6 +5,7 @@ It names what to tune and how to judge it:
     metric = "val_accuracy"          # optional, this is the default
     direction = "maximize"           # optional, inferred from the metric
     epochs, batch_size, patience     # optional fit settings
+    early_stop = "asha"              # optional: stop poor trials early, across trials
     space = Space(...)               # optional declarative space
     def load_data(): ...             # -> (x_train, y_train), (x_val, y_val)
     def build_model(hp): ...         # or `hypermodel = MyHyperModel()` (KerasTuner's)
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuner.early_stop import make_early_stop
 from tuner.errors import DefinitionError, SpaceError
 from tuner.space import Space
 
@@ -48,6 +50,7 @@ class StudyDefinition:
     epochs: int = _FIT_DEFAULTS["epochs"]
     batch_size: int = _FIT_DEFAULTS["batch_size"]
     patience: int | None = _FIT_DEFAULTS["patience"]
+    early_stop: Any = None  # "median" | "asha" | "hyperband" | an EarlyStop, across trials
     name: str | None = None
     path: str | None = None
     source_hash: str | None = None
@@ -66,6 +69,10 @@ class StudyDefinition:
             )
         if not isinstance(self.space, Space):
             raise DefinitionError(f"space must be a tuner.Space, got {type(self.space).__name__}")
+        try:
+            object.__setattr__(self, "early_stop", make_early_stop(self.early_stop))
+        except ValueError as exc:
+            raise DefinitionError(str(exc)) from None
         for key in ("epochs", "batch_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
@@ -78,7 +85,9 @@ class StudyDefinition:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "patience": self.patience}
+        rule = self.early_stop.to_dict() if self.early_stop is not None else None
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "patience": self.patience,
+                "early_stop": rule}
 
 
 def file_hash(path: str | Path) -> str:
@@ -109,7 +118,7 @@ def load_definition(path: str | Path) -> StudyDefinition:
     options = {
         key: getattr(module, key)
         for key in ("build_model", "hypermodel", "load_data", "space", "metric", "direction",
-                    "epochs", "batch_size", "patience", "name")
+                    "epochs", "batch_size", "patience", "early_stop", "name")
         if hasattr(module, key)
     }
     if "load_data" not in options:

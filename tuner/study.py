@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.coordinator import Coordinator, CoordinatorOptions, Progress
 from tuner.definition import StudyDefinition, load_definition
+from tuner.early_stop import EarlyStop
 from tuner.errors import DefinitionError, StudyExists, StudyNotFound, TunerError
 from tuner.executors import Executor, InProcess, local_pool
 from tuner.hyperparameters import HyperParameters
@@ -70,7 +71,8 @@ class Study:
     def create(
         cls, name: str | None = None, *, definition: str | Path | StudyDefinition,
         storage: str | Storage = DEFAULT_URL, strategy: str | Strategy | None = None,
-        seed: int | None = None, epochs: int | None = None, load_if_exists: bool = False,
+        seed: int | None = None, epochs: int | None = None,
+        early_stop: str | EarlyStop | None = None, load_if_exists: bool = False,
     ) -> Study:
         """Create a study (or load it with `load_if_exists`, checking it is the same).
 
@@ -80,6 +82,8 @@ class Study:
         definition = _as_definition(definition)
         if epochs is not None:
             definition = replace(definition, epochs=epochs)
+        if early_stop is not None:
+            definition = replace(definition, early_stop=early_stop)
         name = name or definition.name
         if not name:
             raise ValueError("name: a study built from a Python object needs a name")

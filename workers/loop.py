@@ -11,15 +11,17 @@ import os
 import socket
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tuner.definition import StudyDefinition, load_definition
+from tuner.early_stop import Curves, early_stop_from_dict
 from tuner.errors import DefinitionError
 from tuner.space import Space
 from tuner.states import TrialState
-from tuner.storage import Storage, Trial
+from tuner.storage import Storage, StudyRecord, Trial
 from tuner.strategies import trial_seed
 
 log = logging.getLogger(__name__)
@@ -142,6 +144,21 @@ class Worker:
             return True
         return False
 
+    def _early_stop(self, study: StudyRecord, number: int) -> Callable[[int], bool] | None:
+        """The study's rule for stopping trials early, asked after each epoch is stored."""
+        rule = early_stop_from_dict(study.settings.get("early_stop"))
+        if rule is None:
+            return None
+
+        def should_stop(epochs_done: int) -> bool:
+            values, finished = self.storage.curves(study.id)
+            signed = {n: [None if v is None else study.sign * v for v in curve]
+                      for n, curve in values.items()}
+            curves = Curves(signed, finished, study.settings["epochs"], study.seed)
+            return rule.should_stop(number, epochs_done, curves)
+
+        return should_stop
+
     def _run_one(self, trial: Trial, worker_id: int) -> None:
         from workers.runner import TrialLost, run_trial
 
@@ -158,6 +175,7 @@ class Worker:
                 self.definition, self._data, space, trial.params, metric=study.metric,
                 direction=study.direction, settings=study.settings,
                 seed=trial_seed(study.seed, trial.number), report=report,
+                should_stop=self._early_stop(study, trial.number),
             )
         except TrialLost:
             log.warning("trial %d was taken from worker %d; result dropped",
@@ -178,7 +196,8 @@ class Worker:
                 error=f"no finite value of {study.metric!r} was reported",
             )
             return
+        state = TrialState.PRUNED if outcome.pruned else TrialState.COMPLETE
         self.storage.finish_trial(
-            trial.id, worker_id, TrialState.COMPLETE, value=outcome.value,
+            trial.id, worker_id, state, value=outcome.value,
             best_epoch=outcome.best_epoch, params=outcome.params,
         )

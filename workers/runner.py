@@ -27,10 +27,12 @@ class TrialLost(Exception):
 class EpochReporter(keras.callbacks.Callback):
     """Writes every epoch's metrics through `report`, and fails the trial on a NaN loss."""
 
-    def __init__(self, report: Report, metric: str) -> None:
+    def __init__(self, report: Report, metric: str,
+                 should_stop: Callable[[int], bool] | None = None) -> None:
         super().__init__()
-        self.report, self.metric = report, metric
+        self.report, self.metric, self.should_stop = report, metric, should_stop
         self.values: list[float | None] = []
+        self.pruned = False
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         logs = {k: float(v) for k, v in (logs or {}).items()}
@@ -46,6 +48,9 @@ class EpochReporter(keras.callbacks.Callback):
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at epoch {epoch}")
+        if self.should_stop is not None and self.should_stop(epoch + 1):
+            self.pruned = True  # stopped by the study's early-stop rule, across trials
+            self.model.stop_training = True
 
 
 @dataclass
@@ -54,6 +59,7 @@ class Outcome:
     best_epoch: int | None
     params: dict[str, Any]
     space: Space = field(default_factory=Space)
+    pruned: bool = False
 
 
 def _best(values: list[float | None], sign: int) -> tuple[float | None, int | None]:
@@ -67,6 +73,7 @@ def _best(values: list[float | None], sign: int) -> tuple[float | None, int | No
 def run_trial(
     definition: StudyDefinition, data: Any, space: Space, params: Mapping[str, Any], *,
     metric: str, direction: str, settings: Mapping[str, Any], seed: int, report: Report,
+    should_stop: Callable[[int], bool] | None = None,
 ) -> Outcome:
     """Train one configuration; exceptions propagate and the caller marks the trial FAILED."""
     keras.backend.clear_session()
@@ -77,7 +84,7 @@ def run_trial(
         (x, y), validation = data
     except (TypeError, ValueError):
         raise ValueError("load_data() must return (x_train, y_train), (x_val, y_val)") from None
-    reporter = EpochReporter(report, metric)
+    reporter = EpochReporter(report, metric, should_stop)
     callbacks: list[keras.callbacks.Callback] = [reporter]
     if settings.get("patience"):
         callbacks.append(keras.callbacks.EarlyStopping(
@@ -97,4 +104,5 @@ def run_trial(
         value, best_epoch = float(returned), None
     elif isinstance(returned, Mapping):
         value, best_epoch = float(returned[metric]), None
-    return Outcome(value=value, best_epoch=best_epoch, params=dict(hp.values), space=hp.space)
+    return Outcome(value=value, best_epoch=best_epoch, params=dict(hp.values), space=hp.space,
+                   pruned=reporter.pruned)

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -151,6 +152,10 @@ class Storage:
     def __init__(self, url: str = DEFAULT_URL) -> None:
         self.url = url
         self.engine = _make_engine(url)
+        # An in-memory SQLite database lives on one shared connection: one transaction
+        # at a time, whichever thread (coordinator, in-process worker) asks.
+        self._serial = (threading.RLock() if isinstance(self.engine.pool, StaticPool)
+                        else contextlib.nullcontext())
         self._upgrade_schema()
 
     def __repr__(self) -> str:
@@ -164,7 +169,7 @@ class Storage:
     def _tx(self, write: bool = False) -> Iterator[Connection]:
         """One transaction; commits on success, rolls back on error."""
         try:
-            with self.engine.connect() as conn:
+            with self._serial, self.engine.connect() as conn:
                 if write:
                     conn = conn.execution_options(tuner_write=True)
                 with conn.begin():
@@ -516,6 +521,25 @@ class Storage:
         with self._tx() as conn:
             rows = conn.execute(query.order_by(trials.c.number)).all()
         return [_trial(row) for row in rows]
+
+    def curves(self, study_id: int) -> tuple[dict[int, list[float | None]], frozenset[int]]:
+        """Per-epoch values of the study's running and finished (not failed) trials, by
+        trial number, and the numbers of those that are finished: what early stopping reads."""
+        live = (TrialState.RUNNING.value, TrialState.COMPLETE.value, TrialState.PRUNED.value)
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(trials.c.number, trials.c.state, epochs.c.epoch, epochs.c.value)
+                .join(epochs, epochs.c.trial_id == trials.c.id)
+                .where(trials.c.study_id == study_id, trials.c.state.in_(live))
+                .order_by(trials.c.number, epochs.c.epoch)
+            ).all()
+        values: dict[int, list[float | None]] = {}
+        finished = set()
+        for number, state, _epoch, value in rows:
+            values.setdefault(number, []).append(value)
+            if state != TrialState.RUNNING.value:
+                finished.add(number)
+        return values, frozenset(finished)
 
     def best_trial(self, study: StudyRecord) -> Trial | None:
         order = trials.c.value.desc() if study.sign > 0 else trials.c.value.asc()

@@ -50,6 +50,13 @@ def suggest(otrial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     return otrial.suggest_categorical(name, dist.choices)
 
 
+def _last_value(trial: Trial) -> dict[int, float]:
+    """A pruned trial's best value, as the intermediate value of its last epoch."""
+    if trial.state != TrialState.PRUNED or trial.value is None:
+        return {}
+    return {max(trial.epochs - 1, 0): trial.value}
+
+
 class Bayes(Strategy):
     """Bayesian optimisation with Optuna's samplers, owned by the coordinator.
 
@@ -104,6 +111,7 @@ class Bayes(Strategy):
                     self._study.add_trial(optuna.trial.create_trial(
                         params=params, distributions=dists, state=state,
                         value=trial.value if state == OptunaState.COMPLETE else None,
+                        intermediate_values=_last_value(trial),
                     ))
                 else:  # still in flight: keep it as a running point for the constant liar
                     self._study.enqueue_trial(params, skip_if_exists=False)
@@ -136,6 +144,9 @@ class Bayes(Strategy):
         if trial.state == TrialState.COMPLETE and trial.value is not None:
             self._study.tell(otrial, trial.value)
         elif trial.state == TrialState.PRUNED:
+            # Optuna's samplers rank a pruned trial by its last reported value and step.
+            for step, value in _last_value(trial).items():
+                otrial.report(value, step)
             self._study.tell(otrial, state=OptunaState.PRUNED)
         else:
             self._study.tell(otrial, state=OptunaState.FAIL)
