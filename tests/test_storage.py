@@ -32,7 +32,7 @@ def test_schema_is_created_on_first_use_and_stamped(storage_url):
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
         tables = set(sa.inspect(conn).get_table_names())
     engine.dispose()
-    assert version == "0001"
+    assert version == "0002"
     assert {"studies", "trials", "trial_epochs", "workers"} <= tables
     Storage(storage_url)  # a second open finds the schema current and changes nothing
 
@@ -194,3 +194,32 @@ def test_database_time_is_used():
 def test_unusable_databases_give_one_clear_error(url, message):
     with pytest.raises(StorageError, match=message):
         Storage(url)
+
+
+def test_an_older_schema_is_upgraded_on_first_use_without_losing_data(storage_url):
+    """A database made by the first release (revision 0001) gains `trials.attrs`."""
+    from alembic.command import upgrade
+    from alembic.config import Config
+
+    from tuner.storage.storage import _MIGRATIONS
+
+    engine = sa.create_engine(storage_url)
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        upgrade(config, "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO studies (name, metric, direction, strategy, seed, space, settings, "
+            "created_at) VALUES ('old', 'val_accuracy', 'maximize', 'random', 1, '{}', "
+            "'{\"epochs\": 2}', 0)")
+        conn.exec_driver_sql(
+            "INSERT INTO trials (study_id, number, state, params, value, epochs, retries, "
+            "queued_at) SELECT id, 0, 'COMPLETE', '{\"x\": 1}', 0.5, 2, 0, 0 FROM studies")
+    engine.dispose()
+    storage = Storage(storage_url)
+    study = storage.get_study("old")
+    [trial] = storage.trials(study.id)
+    assert (trial.value, trial.params, trial.attrs) == (0.5, {"x": 1}, None)
+    assert storage.enqueue_trial(study.id, 1, {"x": 2}, attrs={"member": 0}).attrs == {
+        "member": 0}

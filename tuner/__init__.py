@@ -11,7 +11,7 @@ from tuner.hyperparameters import HyperParameters
 from tuner.space import Bool, Choice, Fixed, Float, Int, Space
 from tuner.states import TrialState
 from tuner.storage import Storage, Trial
-from tuner.strategies import Bayes, GridSearch, RandomSearch, Strategy
+from tuner.strategies import PBT, Bayes, GridSearch, RandomSearch, Strategy
 from tuner.study import Study
 
 __version__ = "0.1.0"
@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Bayes", "Bool", "Choice", "CoordinatorOptions", "DefinitionError", "Executor", "Fixed",
     "Float", "GridSearch", "HyperParameters", "InProcess", "Int", "Interrupted", "Progress",
-    "RandomSearch", "SpaceError", "Storage", "StorageError", "Strategy", "Study",
+    "PBT", "RandomSearch", "SpaceError", "Storage", "StorageError", "Strategy", "Study",
     "StudyDefinition", "StudyNotFound", "TooManyFailures", "Trial", "TrialState", "TunerError",
     "Space", "load_definition",
 ]

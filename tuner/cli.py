@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from tuner.coordinator import Interrupted
-from tuner.display import ProgressDisplay, fmt, studies_table, trials_table
+from tuner.display import ProgressDisplay, fmt, schedule_table, studies_table, trials_table
 from tuner.errors import TunerError
 from tuner.states import TrialState
 from tuner.stdio import captured_stderr
@@ -61,6 +61,7 @@ class Strategy(StrEnum):
     random = "random"
     bayes = "bayes"
     bayes_gp = "bayes-gp"
+    pbt = "pbt"
 
 
 class EarlyStopRule(StrEnum):
@@ -78,7 +79,8 @@ def run(
     name: Annotated[str | None, typer.Option(help="Study name [default: the file's name].")] = None,
     strategy: Annotated[Strategy | None, typer.Option(
         help="Search strategy [default: bayes; a resumed study keeps its own].")] = None,
-    trials: Annotated[int, typer.Option(min=1, help="Trials in all, earlier runs included.")] = 20,
+    trials: Annotated[int, typer.Option(
+        min=1, help="Trials in all, earlier runs included (pbt: the population).")] = 20,
     workers: Annotated[int | None, typer.Option(
         min=1, help="Worker processes [default: one per visible GPU, else 1].")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the study [default: random].")] = None,
@@ -86,6 +88,9 @@ def run(
     early_stop: Annotated[EarlyStopRule | None, typer.Option(
         help="Stop poor trials early, judged against the other trials.")] = None,
     top: Annotated[int, typer.Option(min=0, help="Rows of the ranked table at the end.")] = 10,
+    artifacts: Annotated[str | None, typer.Option(
+        help="Where checkpoints go (pbt): a folder or an fsspec URL "
+             "[default: ./tuner-artifacts/NAME].")] = None,
 ) -> None:
     """Run (or resume) a study: sample, train on local workers, rank."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -93,7 +98,7 @@ def run(
         study = Study.create(name, definition=study_file, storage=storage,
                              strategy=strategy.value if strategy else None, seed=seed,
                              epochs=epochs, early_stop=early_stop.value if early_stop else None,
-                             load_if_exists=True)
+                             artifacts=artifacts, load_if_exists=True)
     counts = study.counts()
     done = sum(counts[s] for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED))
     record = study.record
@@ -180,17 +185,29 @@ def trials(
 
 @app.command()
 @friendly
-def best(name: NameArg, storage: StorageOpt = DEFAULT_URL) -> None:
+def best(
+    name: NameArg,
+    storage: StorageOpt = DEFAULT_URL,
+    export: Annotated[Path | None, typer.Option(
+        help="Save the best trained model (PBT keeps checkpoints) to this .keras file.")] = None,
+) -> None:
     """Show the best trial: its parameters, value, epoch, and how to rebuild its model."""
     study = Study.load(name, storage=storage)
     trial = study.best_trial
     record = study.record
+    if export is not None:
+        with captured_stderr():
+            study.export_best_model(export)
+        out.print(f"Saved the model of trial #{trial.number} to {export}", highlight=False)
     out.print(f"Best trial of [bold]{name}[/]: #{trial.number}, {record.metric} = "
               f"{fmt(trial.value)} ({record.direction}) at epoch {fmt(trial.best_epoch)}",
               highlight=False)
     out.print("Parameters:")
     for key, value in trial.params.items():
         out.print(f"  {key} = {value!r}", highlight=False)
+    schedule = study.schedule(trial)
+    if len(schedule) > 1:
+        out.print(schedule_table(record, schedule, study.space))
     out.print("Rebuild the model (untrained; fit it on your data):", highlight=False)
     out.print(
         f"  from tuner import Study\n"

@@ -19,7 +19,7 @@ from tuner.executors import Executor
 from tuner.space import Space
 from tuner.states import FINISHED, TrialState
 from tuner.storage import Storage, StudyRecord, Trial
-from tuner.strategies import Strategy
+from tuner.strategies import WAIT, Proposal, Strategy
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ class Coordinator:
                              max_retries=self.options.max_retries)
         history = storage.trials(study.id)
         space = Space.from_dict(study.space)
-        self.strategy.start(space, direction=study.direction, seed=study.seed, trials=history)
+        self.strategy.start(space, direction=study.direction, seed=study.seed, trials=history,
+                            settings=study.settings)
+        budget = self.budget = self.strategy.trial_budget(self.budget)
         in_flight = {t.number for t in history if not t.state.is_finished()}
         failures_in_row = 0
         exhausted = False
@@ -84,6 +86,9 @@ class Coordinator:
         self.executor.start(storage, study, definition)
         try:
             while True:
+                # Count first, collect second: every trial the counts call finished is then
+                # told to the strategy before the budget can end the run.
+                counts = storage.counts(study.id)
                 finished = self._collect(in_flight)
                 for trial in finished:
                     self.strategy.tell(trial)
@@ -91,17 +96,16 @@ class Coordinator:
                 if finished:  # results change the best, and may have grown the space
                     space = Space.from_dict(storage.study_by_id(study.id).space)
                     best = storage.best_trial(study)
-                counts = storage.counts(study.id)
-                progress = Progress(study, counts, self.budget, best,
+                progress = Progress(study, counts, budget, best,
                                     time.monotonic() - started, finished)
                 self.on_progress(progress)
                 # Every trial of a small budget failing is as telling as a long run of them.
-                if failures_in_row >= min(self.options.max_consecutive_failures, self.budget):
+                if failures_in_row >= min(self.options.max_consecutive_failures, budget):
                     raise TooManyFailures(
                         f"the last {failures_in_row} trials failed; stopping the study. "
                         f"Last error:\n{_last_line(finished[-1].error)}"
                     )
-                if progress.done >= self.budget or (exhausted and not in_flight):
+                if progress.done >= budget or (exhausted and not in_flight):
                     return progress
                 exhausted = exhausted or self._top_up(counts, in_flight, space)
                 self.executor.check(max_retries=self.options.max_retries)
@@ -129,10 +133,15 @@ class Coordinator:
         queued_or_running = counts[TrialState.QUEUED] + counts[TrialState.RUNNING]
         for _ in range(max(0, target - queued_or_running)):
             number = self.storage.next_number(self.study.id)
-            params = self.strategy.ask(number, space)
-            if params is None:
+            proposal = self.strategy.ask(number, space)
+            if proposal is None:
                 return True
-            trial = self.storage.enqueue_trial(self.study.id, number, params, budget=self.budget)
+            if proposal is WAIT:  # more once running trials finish
+                return False
+            if not isinstance(proposal, Proposal):
+                proposal = Proposal(proposal)
+            trial = self.storage.enqueue_trial(self.study.id, number, proposal.params,
+                                               budget=self.budget, attrs=proposal.attrs)
             if trial is None:  # budget spent, or another coordinator took the number
                 return False
             in_flight.add(trial.number)

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tuner.coordinator import Progress
+from tuner.space import Space
 from tuner.states import TrialState
 from tuner.storage import StudyRecord, StudySummary, Trial
 
@@ -102,6 +103,10 @@ def trials_table(study: StudyRecord, trials: Sequence[Trial], *, title: str | No
     table.add_column(f"{study.metric} {arrow(study)}", justify="right")
     table.add_column("epoch", justify="right")
     table.add_column("time", justify="right")
+    lineage = any(t.attrs and "member" in t.attrs for t in trials)
+    if lineage:
+        for column in ("member", "gen", "copied"):
+            table.add_column(column, justify="right")
     for name in names:
         table.add_column(name, justify="right")
     for rank, trial in enumerate(trials, 1):
@@ -110,7 +115,30 @@ def trials_table(study: StudyRecord, trials: Sequence[Trial], *, title: str | No
             str(trial.number), Text(trial.state.value, style=STATE_STYLES[trial.state]),
             fmt(trial.value), fmt(trial.best_epoch), fmt_seconds(trial.duration),
         ]
+        if lineage:
+            attrs = trial.attrs or {}
+            cells += [fmt(attrs.get("member")), fmt(attrs.get("generation")),
+                      fmt(attrs.get("copied_from"))]
         cells += [fmt(trial.params.get(name)) for name in names]
+        table.add_row(*cells)
+    return table
+
+
+def schedule_table(study: StudyRecord, chain: Sequence[Trial], space: Space) -> Table:
+    """The hyperparameter schedule behind a PBT model: one row per stretch of epochs."""
+    mutable = [p.name for p in space if p.mutable]
+    table = Table(title="Schedule that produced this model", title_justify="left")
+    for column in ("epochs", "trial", "member", "copied from"):
+        table.add_column(column, justify="right")
+    for name in mutable:
+        table.add_column(name, justify="right")
+    table.add_column(f"{study.metric} {arrow(study)}", justify="right")
+    for trial in chain:
+        attrs = trial.attrs or {}
+        segment = attrs.get("segment", {"start": 0, "epochs": trial.epochs})
+        cells = [f"{segment['start']}-{segment['start'] + segment['epochs']}", str(trial.number),
+                 fmt(attrs.get("member")), fmt(attrs.get("copied_from"))]
+        cells += [fmt(trial.params.get(name)) for name in mutable] + [fmt(trial.value)]
         table.add_row(*cells)
     return table
 

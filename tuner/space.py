@@ -40,6 +40,8 @@ class Param:
 
     name: str = field(default="", kw_only=True)
     when: Condition = field(default=(), kw_only=True)
+    # May change while a model trains (learning rate, dropout, batch size...): PBT explores it.
+    mutable: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "when", _conditions(self.when))
@@ -70,8 +72,11 @@ class Param:
 
     def to_dict(self) -> dict[str, Any]:
         data = {
-            k: v for k, v in self.__dict__.items() if k not in ("name", "when") and v is not None
+            k: v for k, v in self.__dict__.items()
+            if k not in ("name", "when", "mutable") and v is not None
         }
+        if self.mutable:
+            data["mutable"] = True
         data["type"] = self.kind
         if self.when:
             data["when"] = {parent: list(values) for parent, values in self.when}
@@ -414,6 +419,8 @@ def describe(param: Param) -> str:
         text = f"Fixed({param.value!r})"
     else:
         text = "Bool()"
+    if param.mutable:
+        text = f"{text[:-1]}{'' if text.endswith('()') else ', '}mutable)"
     if param.when:
         text += " when " + " and ".join(f"{p} in {list(v)}" for p, v in param.when)
     return text

@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import random
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner.artifacts import Artifacts
 from tuner.coordinator import Coordinator, CoordinatorOptions, Progress
 from tuner.definition import StudyDefinition, load_definition
 from tuner.early_stop import EarlyStop
@@ -72,11 +74,14 @@ class Study:
         cls, name: str | None = None, *, definition: str | Path | StudyDefinition,
         storage: str | Storage = DEFAULT_URL, strategy: str | Strategy | None = None,
         seed: int | None = None, epochs: int | None = None,
-        early_stop: str | EarlyStop | None = None, load_if_exists: bool = False,
+        early_stop: str | EarlyStop | None = None, artifacts: str | None = None,
+        load_if_exists: bool = False,
     ) -> Study:
         """Create a study (or load it with `load_if_exists`, checking it is the same).
 
         `strategy` defaults to "bayes" for a new study and to the stored one on a resume.
+        `artifacts` is where checkpoints go (PBT): a folder or any fsspec URL, by default
+        `./tuner-artifacts/<name>`.
         """
         store = storage if isinstance(storage, Storage) else Storage(storage)
         definition = _as_definition(definition)
@@ -92,7 +97,9 @@ class Study:
                 name, metric=definition.metric, direction=definition.direction,
                 strategy=strategy_name(strategy or "bayes"),
                 seed=random.randrange(2**31) if seed is None else seed,
-                space=discover_space(definition).to_dict(), settings=definition.settings,
+                space=discover_space(definition).to_dict(),
+                settings={**definition.settings,
+                          "artifacts": artifacts or str(Path("tuner-artifacts").resolve() / name)},
                 definition=definition.path, definition_hash=definition.source_hash,
             )
         except StudyExists:
@@ -190,6 +197,34 @@ class Study:
         """The best configuration's (untrained) Keras model, built by the study's definition."""
         return self.definition.build(HyperParameters(self.space, self.best_params))
 
+    def schedule(self, trial: Trial | None = None) -> list[Trial]:
+        """The trials whose checkpoints led to `trial` (the best by default), oldest first:
+        under PBT, the hyperparameter schedule that produced that model."""
+        trial = trial or self.best_trial
+        by_number = {t.number: t for t in self.trials}
+        chain = [trial]
+        while chain[-1].attrs and chain[-1].attrs.get("segment", {}).get("restore") is not None:
+            chain.append(by_number[chain[-1].attrs["segment"]["restore"]])
+        return chain[::-1]
+
+    def export_best_model(self, path: str | Path) -> Trial:
+        """Save the best trial's trained model (from its checkpoint) as a `.keras` file."""
+        from workers.checkpoints import load_checkpoint
+
+        best = self.best_trial
+        artifacts = Artifacts(self._record.settings.get("artifacts") or "")
+        if not self._record.settings.get("artifacts") or not artifacts.exists(best.number):
+            raise TunerError(
+                f"trial {best.number} has no checkpoint to export: only PBT studies keep "
+                "trained models; rebuild it with build_best_model() and train it instead"
+            )
+        model = self.build_best_model()
+        with tempfile.TemporaryDirectory() as folder:
+            artifacts.get(best.number, Path(folder))
+            load_checkpoint(model, Path(folder))
+        model.save(str(path))
+        return best
+
     def trials_dataframe(self) -> pd.DataFrame:
         """One row per trial; parameters as `params_<name>` columns, like Optuna's."""
         import pandas as pd
@@ -217,6 +252,11 @@ def trial_row(trial: Trial) -> dict[str, Any]:
         "best_epoch": trial.best_epoch, "epochs": trial.epochs, "duration_s": trial.duration,
         "retries": trial.retries, "worker_id": trial.worker_id,
     }
+    if trial.attrs and "member" in trial.attrs:  # PBT lineage
+        segment = trial.attrs["segment"]
+        row.update(member=trial.attrs["member"], generation=trial.attrs["generation"],
+                   first_epoch=segment["start"], restored_from=segment["restore"],
+                   copied_from=trial.attrs["copied_from"])
     row.update({f"params_{k}": v for k, v in trial.params.items()})
     row["error"] = trial.error
     return row
@@ -237,8 +277,9 @@ def _check_same(record: StudyRecord, definition: StudyDefinition, strategy: str,
     if record.metric != definition.metric or record.direction != definition.direction:
         clashes.append(f"metric {record.metric!r} {record.direction} "
                        f"(asked: {definition.metric!r} {definition.direction})")
-    if record.settings != definition.settings:
-        clashes.append(f"settings {record.settings} (asked: {definition.settings})")
+    stored = {key: record.settings.get(key) for key in definition.settings}
+    if stored != definition.settings:
+        clashes.append(f"settings {stored} (asked: {definition.settings})")
     if seed is not None and record.seed != seed:
         clashes.append(f"seed {record.seed} (asked: {seed})")
     if clashes:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuner.artifacts import Artifacts
 from tuner.definition import StudyDefinition, load_definition
 from tuner.early_stop import Curves, early_stop_from_dict
 from tuner.errors import DefinitionError
@@ -160,7 +161,7 @@ class Worker:
         return should_stop
 
     def _run_one(self, trial: Trial, worker_id: int) -> None:
-        from workers.runner import TrialLost, run_trial
+        from workers.runner import Segment, TrialLost, run_trial
 
         study = self.storage.study_by_id(self.study.id)  # the space may have grown
         space = Space.from_dict(study.space)
@@ -171,11 +172,16 @@ class Worker:
         try:
             if self._data_error:
                 raise RuntimeError(self._data_error)
+            segment = None
+            if trial.attrs and "segment" in trial.attrs:  # a stretch of a PBT member
+                part = trial.attrs["segment"]
+                segment = Segment(trial.number, part["start"], part["epochs"], part["restore"],
+                                  Artifacts(study.settings["artifacts"]))
             outcome = run_trial(
                 self.definition, self._data, space, trial.params, metric=study.metric,
                 direction=study.direction, settings=study.settings,
                 seed=trial_seed(study.seed, trial.number), report=report,
-                should_stop=self._early_stop(study, trial.number),
+                should_stop=self._early_stop(study, trial.number), segment=segment,
             )
         except TrialLost:
             log.warning("trial %d was taken from worker %d; result dropped",

@@ -9,7 +9,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, dict[str, Any] | None: JSON}
 
 
 class StudyRow(Base):
@@ -46,6 +46,7 @@ class TrialRow(Base):
     retries: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id", ondelete="SET NULL"))
     error: Mapped[str | None] = mapped_column(Text)
+    attrs: Mapped[dict[str, Any] | None]  # what a strategy records on a trial (PBT lineage)
     queued_at: Mapped[float] = mapped_column(Double)
     started_at: Mapped[float | None] = mapped_column(Double)
     finished_at: Mapped[float | None] = mapped_column(Double)

@@ -40,6 +40,7 @@ class Trial:
     retries: int = 0
     worker_id: int | None = None
     error: str | None = None
+    attrs: dict[str, Any] | None = None
     queued_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None

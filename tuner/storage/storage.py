@@ -320,7 +320,8 @@ class Storage:
 
     @_retrying
     def enqueue_trial(
-        self, study_id: int, number: int, params: Mapping[str, Any], *, budget: int | None = None
+        self, study_id: int, number: int, params: Mapping[str, Any], *,
+        budget: int | None = None, attrs: Mapping[str, Any] | None = None,
     ) -> Trial | None:
         """Queue trial `number`; None if the budget is spent or the number is taken (by
         another coordinator), leaving the study unchanged."""
@@ -336,6 +337,7 @@ class Storage:
                     trials.insert().values(
                         study_id=study_id, number=number, state=TrialState.QUEUED.value,
                         params=dict(params), queued_at=db_now(), epochs=0, retries=0,
+                        attrs=dict(attrs) if attrs else None,
                     )
                 ).inserted_primary_key[0]
         except IntegrityError:
@@ -419,7 +421,7 @@ class Storage:
             else:
                 conn.execute(
                     trials.update().where(running).values(
-                        state=TrialState.QUEUED.value, worker_id=None, started_at=None,
+                        state=TrialState.QUEUED.value, worker_id=None, started_at=None, epochs=0,
                         retries=trials.c.retries + (0 if max_retries is None else 1),
                     )
                 )
@@ -460,14 +462,15 @@ class Storage:
         self, trial_id: int, worker_id: int, epoch: int, value: float | None,
         metrics: Mapping[str, float],
     ) -> bool:
-        """Store one epoch's metrics; False when the trial is no longer this worker's."""
+        """Store one epoch's metrics (`epoch` counts from the trial's first epoch, or from
+        where its checkpoint left off); False when the trial is no longer this worker's."""
         clean = {k: _finite(v) for k, v in metrics.items()}
         with self._tx(write=True) as conn:
             owned = conn.execute(
                 trials.update()
                 .where(trials.c.id == trial_id, trials.c.worker_id == worker_id,
                        trials.c.state == TrialState.RUNNING.value)
-                .values(epochs=epoch + 1)
+                .values(epochs=trials.c.epochs + 1)
             ).rowcount
             if owned:
                 conn.execute(epochs.insert().values(

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from tuner.strategies._bayes import Bayes
 from tuner.strategies._grid import GridSearch
+from tuner.strategies._pbt import PBT
 from tuner.strategies._random import RandomSearch
-from tuner.strategies.base import Strategy, trial_seed
+from tuner.strategies.base import WAIT, Proposal, Strategy, trial_seed
 
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (GridSearch, RandomSearch, Bayes)}
+STRATEGIES: dict[str, type[Strategy]] = {
+    s.name: s for s in (GridSearch, RandomSearch, Bayes, PBT)
+}
 
 
 def make_strategy(strategy: str | Strategy) -> Strategy:
@@ -28,5 +31,7 @@ def strategy_name(strategy: str | Strategy) -> str:
     return getattr(strategy, "name", type(strategy).__name__)
 
 
-__all__ = ["Bayes", "GridSearch", "RandomSearch", "STRATEGIES", "Strategy", "make_strategy",
-           "strategy_name", "trial_seed"]
+__all__ = [
+    "PBT", "WAIT", "Bayes", "GridSearch", "Proposal", "RandomSearch", "STRATEGIES", "Strategy",
+    "make_strategy", "strategy_name", "trial_seed",
+]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -93,8 +93,9 @@ class Bayes(Strategy):
                 ) from None
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.n_startup_trials)
 
-    def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial]) -> None:
-        super().start(space, direction=direction, seed=seed, trials=trials)
+    def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial],
+              settings: Mapping[str, Any] | None = None) -> None:
+        super().start(space, direction=direction, seed=seed, trials=trials, settings=settings)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._study = optuna.create_study(direction=direction, sampler=self._make_sampler(seed))
         self._running: dict[int, optuna.Trial] = {}

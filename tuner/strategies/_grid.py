@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tuner.space import Space, canonical
@@ -17,8 +17,9 @@ class GridSearch(Strategy):
 
     name = "grid"
 
-    def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial]) -> None:
-        super().start(space, direction=direction, seed=seed, trials=trials)
+    def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial],
+              settings: Mapping[str, Any] | None = None) -> None:
+        super().start(space, direction=direction, seed=seed, trials=trials, settings=settings)
         space.grid_size()  # a float without step fails here, before any trial runs
         self._tried = {canonical(space.active(t.params)) for t in trials}
         self._space: Space | None = None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,6 +18,23 @@ def trial_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([seed, number]).generate_state(1)[0] % (2**31 - 1))
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """A configuration plus what the strategy wants recorded on the trial (its `attrs`)."""
+
+    params: dict[str, Any]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+class _Wait:
+    def __repr__(self) -> str:
+        return "WAIT"
+
+
+#: `ask`'s answer when nothing can start now but more will once running trials finish.
+WAIT: Any = _Wait()
+
+
 class Strategy(ABC):
     """Proposes configurations for a study.
 
@@ -27,13 +45,20 @@ class Strategy(ABC):
 
     name: ClassVar[str]
 
-    def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial]) -> None:
+    def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial],
+              settings: Mapping[str, Any] | None = None) -> None:
         self.direction = direction
         self.seed = seed
+        self.settings = dict(settings or {})
+
+    def trial_budget(self, requested: int) -> int:
+        """How many trials `optimize(trials=requested)` means for this strategy."""
+        return requested
 
     @abstractmethod
-    def ask(self, number: int, space: Space) -> dict[str, Any] | None:
-        """Parameters of trial `number`, or None when the strategy has nothing more to try."""
+    def ask(self, number: int, space: Space) -> dict[str, Any] | Proposal | None:
+        """Trial `number`'s parameters (or a `Proposal`); `WAIT` if nothing can start
+        until running trials finish; None when the strategy has nothing more to try."""
 
     def tell(self, trial: Trial) -> None:  # noqa: B027 - optional hook
         """Learn from a finished trial."""

@@ -1,0 +1,197 @@
+"""Population-based training: the maths, a real population on digits, resume, export."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from tests.conftest import STUDIES, start_cli
+from tests.test_failures import wait_for
+from tuner import InProcess, Study, TrialState
+from tuner.artifacts import Artifacts
+from tuner.space import Bool, Choice, Float, Int, Space
+from tuner.strategies import PBT, make_strategy
+from tuner.strategies._pbt import explore, perturb, quantiles
+
+
+def test_quantiles_split_bottom_and_top():
+    scores = {0: 0.5, 1: 0.9, 2: 0.1, 3: 0.7}
+    assert quantiles(scores, 0.25) == ([2], [1])
+    assert quantiles(scores, 0.5) == ([2, 0], [3, 1])
+    assert quantiles({0: 0.3, 1: 0.4}, 0.25) == ([0], [1])
+    assert quantiles({0: 0.3}, 0.25) == ([], [])
+    bottom, top = quantiles({i: float(i) for i in range(10)}, 0.25)
+    assert bottom == [0, 1] and top == [8, 9]
+
+
+def test_perturb_scales_continuous_values_and_steps_discrete_ones():
+    rng = np.random.default_rng(0)
+    lr = Float(1e-4, 1e-1, log=True)
+    seen = {round(perturb(lr, 0.01, rng) / 0.01, 6) for _ in range(50)}
+    assert seen == {0.8, 1.2}
+    assert perturb(lr, 0.1, np.random.default_rng(1)) <= 0.1  # kept in range
+    units = Int(10, 20)
+    assert all(isinstance(perturb(units, 15, rng), int) for _ in range(10))
+    batch = Choice([16, 32, 64, 128])
+    assert {perturb(batch, 32, rng) for _ in range(50)} == {16, 64}  # neighbours only
+    assert {perturb(batch, 16, rng) for _ in range(20)} == {32}
+    assert {perturb(Bool(), False, rng) for _ in range(10)} == {True}
+    stepped = Float(0.0, 0.5, step=0.1)
+    assert {perturb(stepped, 0.2, rng) for _ in range(50)} == {0.1, 0.3}
+
+
+def test_explore_touches_only_mutable_parameters():
+    space = Space(units=Int(16, 64), lr=Float(1e-4, 1e-1, log=True, mutable=True),
+                  act=Choice(["relu", "tanh"]))
+    params = {"units": 32, "lr": 0.01, "act": "relu"}
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        out = explore(params, space, ["lr"], rng, resample_probability=0.0)
+        assert out["units"] == 32 and out["act"] == "relu" and out["lr"] in (0.008, 0.012)
+    resampled = [explore(params, space, ["lr"], rng, 1.0)["lr"] for _ in range(20)]
+    assert all(1e-4 <= v <= 1e-1 for v in resampled) and len(set(resampled)) == 20
+
+
+def test_pbt_needs_mutable_parameters_and_sane_options():
+    with pytest.raises(ValueError, match="mutable"):
+        PBT().start(Space(units=Int(1, 4)), direction="maximize", seed=0, trials=[],
+                    settings={"epochs": 4})
+    with pytest.raises(ValueError, match="not parameters"):
+        PBT(mutable=["nope"]).start(Space(units=Int(1, 4)), direction="maximize", seed=0,
+                                    trials=[], settings={"epochs": 4})
+    for bad in (dict(population=1), dict(interval=0), dict(quantile=0.7)):
+        with pytest.raises(ValueError):
+            PBT(**bad)
+    strategy = make_strategy("pbt")
+    strategy.start(Space(lr=Float(0.1, 1.0, mutable=True)), direction="maximize", seed=0,
+                   trials=[], settings={"epochs": 7})
+    assert strategy.trial_budget(5) == 5 * 4  # 5 members, ceil(7 / 2) segments each
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory):
+    """4 members, 2-epoch intervals, 6 epochs, trained for real in this process."""
+    folder = tmp_path_factory.mktemp("pbt")
+    study = Study.create(definition=STUDIES / "pbt_digits.py", storage=f"sqlite:///{folder}/t.db",
+                         strategy="pbt", seed=3, artifacts=str(folder / "artifacts"))
+    study.optimize(trials=4, executor=InProcess())
+    return study
+
+
+@pytest.mark.slow
+def test_every_member_trains_every_epoch_in_segments(population):
+    trials = population.trials
+    assert len(trials) == 4 * 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    for member in range(4):
+        segments = sorted((t for t in trials if t.attrs["member"] == member),
+                          key=lambda t: t.attrs["generation"])
+        assert [s.attrs["segment"]["start"] for s in segments] == [0, 2, 4]
+        assert all(s.epochs == 2 for s in segments)
+        assert segments[0].attrs["segment"]["restore"] is None
+        for earlier, later in zip(segments, segments[1:], strict=False):
+            if later.attrs["copied_from"] is None:  # continues from its own checkpoint
+                assert later.attrs["segment"]["restore"] == earlier.number
+                assert later.params == earlier.params
+
+
+@pytest.mark.slow
+def test_exploit_copies_a_better_member_and_explore_changes_the_live_optimizer(population):
+    by_number = {t.number: t for t in population.trials}
+    copies = [t for t in population.trials if t.attrs["copied_from"] is not None]
+    assert copies, "no member exploited another"
+    epochs = population.storage.epochs(t.id for t in population.trials)
+    for child in copies:
+        parent = by_number[child.attrs["segment"]["restore"]]
+        assert parent.attrs["member"] == child.attrs["copied_from"] != child.attrs["member"]
+        assert parent.attrs["segment"]["start"] + 2 == child.attrs["segment"]["start"]
+        assert child.params["units"] == parent.params["units"]  # the weights fit
+        assert child.params["learning_rate"] != parent.params["learning_rate"]
+        for row in epochs[child.id]:  # the optimizer really trained with the new rate
+            assert row["metrics"]["learning_rate"] == pytest.approx(
+                child.params["learning_rate"], rel=1e-6)
+        rival = next(t for t in population.trials if t.attrs["member"] == child.attrs["member"]
+                     and t.attrs["generation"] == child.attrs["generation"] - 1)
+        assert rival.value <= parent.value  # it copied from a better member
+
+
+@pytest.mark.slow
+def test_stale_checkpoints_are_removed_and_the_best_model_exports(population, tmp_path):
+    artifacts = Artifacts(population.record.settings["artifacts"])
+    finals = {t.number for t in population.trials if t.attrs["segment"]["start"] == 4}
+    assert set(artifacts.numbers()) == finals
+    schedule = population.schedule()
+    assert [s.attrs["segment"]["start"] for s in schedule] == [0, 2, 4]
+    best = population.export_best_model(tmp_path / "best.keras")
+    import keras
+
+    model = keras.models.load_model(tmp_path / "best.keras")
+    (_, _), (x_val, y_val) = population.definition.load_data()
+    _, accuracy = model.evaluate(x_val, y_val, verbose=0)
+    assert accuracy == pytest.approx(best.value, abs=1e-6)  # the trained model itself
+
+
+@pytest.mark.slow
+def test_a_killed_pbt_study_resumes_from_its_checkpoints(sqlite_url, tmp_path):
+    args = ["run", str(STUDIES / "pbt_digits.py"), "--storage", sqlite_url, "--strategy", "pbt",
+            "--trials", "4", "--workers", "2", "--seed", "5",
+            "--artifacts", str(tmp_path / "artifacts")]
+    run = start_cli(*args)
+
+    def done() -> int:
+        try:
+            return Study.load("pbt_digits", storage=sqlite_url).counts()[TrialState.COMPLETE]
+        except Exception:
+            return 0
+
+    wait_for(lambda: done() >= 6, timeout=180)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.communicate(timeout=60)
+    before = {t.number for t in Study.load("pbt_digits", storage=sqlite_url).trials
+              if t.state == TrialState.COMPLETE}
+    assert len(before) < 12
+
+    resumed = start_cli(*args)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    trials = Study.load("pbt_digits", storage=sqlite_url).trials
+    assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials)
+    new = [t for t in trials if t.number not in before]
+    assert any(t.attrs["segment"]["restore"] in before for t in new)  # from old checkpoints
+    assert all(t.attrs["segment"]["restore"] is not None for t in new
+               if t.attrs["generation"] > 0)  # nobody started over
+    for member in range(4):
+        ends = [t.attrs["segment"]["start"] + 2 for t in trials if t.attrs["member"] == member]
+        assert sorted(ends) == [2, 4, 6]
+
+
+def test_a_tunable_batch_size_reaches_fit():
+    """A space parameter named batch_size sets the next fit's batch size (PBT explores it)."""
+    import keras
+
+    from tuner import StudyDefinition
+    from workers.runner import run_trial
+
+    seen = []
+
+    class Recording(keras.Sequential):
+        def fit(self, *args, **kwargs):
+            seen.append(kwargs["batch_size"])
+            return super().fit(*args, **kwargs)
+
+    def build_model(hp):
+        model = Recording([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+
+    space = Space(batch_size=Choice([8, 16], mutable=True))
+    definition = StudyDefinition(build_model=build_model, load_data=lambda: None, space=space)
+    data = ((np.random.rand(32, 4), np.random.randint(0, 2, 32)),
+            (np.random.rand(8, 4), np.random.randint(0, 2, 8)))
+    outcome = run_trial(definition, data, space, {"batch_size": 16}, metric="val_accuracy",
+                        direction="maximize", settings={"epochs": 1, "batch_size": 32},
+                        seed=0, report=lambda *a: True)
+    assert seen == [16] and outcome.params == {"batch_size": 16}
