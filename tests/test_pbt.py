@@ -195,3 +195,63 @@ def test_a_tunable_batch_size_reaches_fit():
                         direction="maximize", settings={"epochs": 1, "batch_size": 32},
                         seed=0, report=lambda *a: True)
     assert seen == [16] and outcome.params == {"batch_size": 16}
+
+
+def segment_trial(number, member, start, state=TrialState.COMPLETE, value=0.5, restore=None,
+                  generation=None):
+    from tuner.storage.records import Trial
+
+    attrs = {"member": member, "generation": start // 2 if generation is None else generation,
+             "copied_from": None, "segment": {"start": start, "epochs": 2, "restore": restore}}
+    return Trial(id=number + 1, number=number, state=state, params={"lr": 0.1}, value=value,
+                 attrs=attrs)
+
+
+def test_members_do_not_wait_for_each_other():
+    """Member 0 finished its first segment while 1-3 still train: it goes on at once."""
+    space = Space(lr=Float(0.01, 1.0, mutable=True))
+    history = [segment_trial(0, 0, 0, value=0.9)] + [
+        segment_trial(n, n, 0, state=TrialState.RUNNING, value=None) for n in (1, 2, 3)]
+    strategy = PBT(population=4)
+    strategy.start(space, direction="maximize", seed=0, trials=history, settings={"epochs": 6})
+    proposal = strategy.ask(4, space)
+    assert proposal.attrs["member"] == 0
+    assert proposal.attrs["segment"] == {"start": 2, "epochs": 2, "restore": 0}
+    from tuner.strategies import WAIT
+
+    assert strategy.ask(5, space) is WAIT  # everyone else is busy: nothing to start yet
+    strategy.tell(segment_trial(4, 0, 2, value=0.95, restore=0))
+    assert strategy.ask(5, space).attrs["segment"]["start"] == 4  # member 0 again, ahead
+    strategy.tell(segment_trial(5, 0, 4, value=0.97, restore=4))
+    assert strategy.ask(6, space) is WAIT  # member 0 is done; the others still train
+
+
+def test_the_bottom_member_copies_a_top_one_at_the_same_epoch():
+    space = Space(lr=Float(0.01, 1.0, mutable=True))
+    history = [segment_trial(n, n, 0, value=v) for n, v in enumerate((0.9, 0.1, 0.5, 0.6))]
+    strategy = PBT(population=4, resample_probability=0.0)
+    strategy.start(space, direction="maximize", seed=0, trials=history, settings={"epochs": 6})
+    proposals = {p.attrs["member"]: p for p in (strategy.ask(n, space) for n in range(4, 8))}
+    assert proposals[1].attrs["copied_from"] == 0  # bottom (0.1) copies top (0.9)
+    assert proposals[1].attrs["segment"]["restore"] == 0
+    assert proposals[1].params["lr"] in (pytest.approx(0.08), pytest.approx(0.12))
+    assert all(proposals[m].attrs["copied_from"] is None for m in (0, 2, 3))
+
+
+@pytest.mark.parametrize("url", ["memory://pbt-artifacts", "folder", "file-url"])
+def test_artifacts_store_checkpoints_under_any_fsspec_url(url, tmp_path):
+    url = {"folder": str(tmp_path / "a"), "file-url": f"file://{tmp_path}/b"}.get(url, url)
+    artifacts = Artifacts(url)
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "model.weights.h5").write_bytes(b"weights")
+    artifacts.put(7, source)
+    artifacts.put(3, source)
+    assert artifacts.numbers() == [3, 7] and artifacts.exists(7)
+    artifacts.get(7, tmp_path / "dst")
+    assert (tmp_path / "dst" / "model.weights.h5").read_bytes() == b"weights"
+    artifacts.delete(7)
+    assert artifacts.numbers() == [3]
+    with pytest.raises(FileNotFoundError, match="no checkpoint of trial 7"):
+        artifacts.get(7, tmp_path / "again")
+    artifacts.delete(3)
