@@ -255,3 +255,26 @@ def test_artifacts_store_checkpoints_under_any_fsspec_url(url, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint of trial 7"):
         artifacts.get(7, tmp_path / "again")
     artifacts.delete(3)
+
+
+def test_cleanup_keeps_what_a_lagging_member_may_still_copy(tmp_path):
+    """Member 3's first segment is still queued: the epoch-2 checkpoints must stay."""
+    space = Space(lr=Float(0.01, 1.0, mutable=True))
+    artifacts = Artifacts(str(tmp_path))
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "model.weights.h5").write_bytes(b"w")
+    history = [segment_trial(n, n, 0, value=0.5) for n in range(3)]
+    history += [segment_trial(3, 3, 0, state=TrialState.QUEUED, value=None)]
+    history += [segment_trial(4 + n, n, 2, value=0.6, restore=n) for n in range(3)]
+    for trial in history:
+        if trial.state == TrialState.COMPLETE:
+            artifacts.put(trial.number, folder)
+    strategy = PBT(population=4)
+    strategy.start(space, direction="maximize", seed=0, trials=history,
+                   settings={"epochs": 6, "artifacts": str(tmp_path)})
+    assert artifacts.numbers() == [0, 1, 2, 4, 5, 6]  # member 3 will compare at epoch 2
+    for number, start, restore in ((3, 0, None), (7, 2, 3)):  # a worker checkpoints, then ends
+        artifacts.put(number, folder)
+        strategy.tell(segment_trial(number, 3, start, value=0.4, restore=restore))
+    assert artifacts.numbers() == [4, 5, 6, 7]  # everyone is past epoch 2 now

@@ -204,10 +204,14 @@ class PBT(Strategy):
         model is the study's answer). Delete the rest."""
         if self.artifacts is None:
             return
-        progress = [self._pending[m].attrs["segment"]["start"] if m in self._pending  # type: ignore[index]
-                    else end_epoch(t) for m, t in self._latest.items()
-                    if m in self._pending or t.state == TrialState.COMPLETE]
-        behind = min(progress, default=0) if len(self._latest) >= (self.population or 0) else 0
+        # How far the slowest live member is: a member not created yet is at epoch 0, a
+        # failed one is out of the race.
+        progress = [_segment(self._pending[m])["start"] if m in self._pending
+                    else end_epoch(self._latest[m])
+                    for m in set(self._latest) | set(self._pending)
+                    if m in self._pending or self._latest[m].state == TrialState.COMPLETE]
+        complete = self.population is not None and len(progress) >= self.population
+        behind = min(progress) if complete and progress else 0
         keep = {t.number for t in self._latest.values()}
         keep |= {t.number for at in self._at.values() for e, t in at.items() if e >= behind}
         keep |= {t.number for t in self._pending.values()}
