@@ -287,9 +287,9 @@ def run_service(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) 
         study.optimize(trials=budget // max_epochs, executor=InProcess())
     wall = time.time() - t0
 
-    # Epochs trained are the epochs stored per trial: a PBT segment's `epochs` is the
-    # epoch its member reached, not what the segment trained. A trial's best is its best
-    # stored epoch (a PBT segment's value is its last epoch's).
+    # Epochs trained: the epoch records stored per trial (what each trial trained, a PBT
+    # segment included). A trial's best: its best stored epoch, as for the other methods
+    # (a PBT segment's own value is its last epoch's).
     trials = study.trials
     stored = study.storage.epochs(t.id for t in trials)
     best = None
@@ -532,6 +532,8 @@ def markdown(config: dict[str, Any], machine: dict[str, Any], rows: list[dict]) 
             f"| {_cell(r['trials'], '.0f')} | {_cell(r['wall_s'], '.0f')} "
             f"| {_cell(r['time_to_target_s'], '.0f')} | {r['reached_target']}/{ok} |"
         )
+    lines += ["", "Trials: a pbt trial is one segment of a member's training; a kt-hyperband "
+              "trial is one round of a bracket (a promoted model resumes from its checkpoint)."]
     errors = [(r["method"], e) for r in rows for e in r["errors"]]
     if errors:
         lines += ["", "Failed runs: " + "; ".join(f"{m}: {e}" for m, e in errors)]
