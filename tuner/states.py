@@ -2,6 +2,8 @@
 
     QUEUED -> RUNNING -> COMPLETE | PRUNED | FAILED
     RUNNING -> QUEUED   only when the worker's lease is gone (it died, or was stopped)
+
+Storage enforces it: every transition is a statement conditioned on the trial's state.
 """
 
 from __future__ import annotations
@@ -21,15 +23,3 @@ class TrialState(enum.StrEnum):
 
 
 FINISHED = frozenset({TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED})
-
-TRANSITIONS: dict[TrialState, frozenset[TrialState]] = {
-    TrialState.QUEUED: frozenset({TrialState.RUNNING}),
-    TrialState.RUNNING: frozenset({TrialState.QUEUED, *FINISHED}),
-    TrialState.COMPLETE: frozenset(),
-    TrialState.PRUNED: frozenset(),
-    TrialState.FAILED: frozenset(),
-}
-
-
-def can_transition(old: TrialState, new: TrialState) -> bool:
-    return new in TRANSITIONS[old]
