@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,9 +59,16 @@ def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str
     )
 
 
+def _as_from_a_terminal() -> None:
+    # A shell running the tests in the background ignores SIGINT, and the ignoring is
+    # inherited: give the command Ctrl-C back, as a terminal's foreground job has it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start `tuner` in its own process group, as a terminal would (for Ctrl-C and kill)."""
     return subprocess.Popen(
         [sys.executable, "-m", "tuner.cli", *args], cwd=ROOT, env=env or cli_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_as_from_a_terminal,
     )

@@ -117,7 +117,7 @@ def test_delete(finished_study):
 @pytest.mark.parametrize("args, message", [
     (["trials", "nope"], "no study named 'nope'"),
     (["best", "nope"], "no study named 'nope'"),
-    (["run", str(STUDIES / "no_build_model.py")], "defines neither build_model(hp)"),
+    (["run", str(STUDIES / "no_build_model.py")], "defines none of build_model(hp)"),
     (["run", "missing.py"], "does not exist"),
     (["studies", "--storage", "postgresql+psycopg://postgres@127.0.0.1:1/x"], "database error"),
     (["studies", "--storage", "bogus"], "is not a database URL"),

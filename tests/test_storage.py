@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 import threading
 import time
 
@@ -32,7 +33,7 @@ def test_schema_is_created_on_first_use_and_stamped(storage_url):
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
         tables = set(sa.inspect(conn).get_table_names())
     engine.dispose()
-    assert version == "0002"
+    assert version == "0003"
     assert {"studies", "trials", "trial_epochs", "workers"} <= tables
     Storage(storage_url)  # a second open finds the schema current and changes nothing
 
@@ -223,3 +224,19 @@ def test_an_older_schema_is_upgraded_on_first_use_without_losing_data(storage_ur
     assert (trial.value, trial.params, trial.attrs) == (0.5, {"x": 1}, None)
     assert storage.enqueue_trial(study.id, 1, {"x": 2}, attrs={"member": 0}).attrs == {
         "member": 0}
+
+
+@pytest.mark.parametrize("url, limit", [
+    ("postgresql+psycopg://u@127.0.0.1:{port}/db", 15.0),  # the default connect timeout
+    ("mysql+pymysql://u@127.0.0.1:{port}/db?read_timeout=2", 6.0),  # the URL's own wins
+])
+def test_a_server_that_never_answers_is_an_error_not_a_hang(url, limit):
+    """A socket that accepts and then stays silent (a server mid-restart, a half-open
+    connection) must end in a clear error: a worker hung on it would hold its trial."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        start = time.monotonic()
+        with pytest.raises(StorageError, match="database error"):
+            Storage(url.format(port=silent.getsockname()[1]))
+        assert time.monotonic() - start < limit

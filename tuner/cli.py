@@ -10,15 +10,24 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from tuner.coordinator import Interrupted
-from tuner.display import ProgressDisplay, fmt, schedule_table, studies_table, trials_table
+from tuner.coordinator import CoordinatorOptions, Interrupted
+from tuner.display import (
+    ProgressDisplay,
+    fmt,
+    schedule_table,
+    studies_table,
+    trials_table,
+    workers_table,
+)
 from tuner.errors import TunerError
 from tuner.states import TrialState
 from tuner.stdio import captured_stderr
@@ -50,7 +59,8 @@ def friendly(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except (TunerError, ValueError) as exc:
-            err.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, markup=True,
+                      soft_wrap=True)  # one line, however long: logs are grepped
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -82,7 +92,8 @@ def run(
     trials: Annotated[int, typer.Option(
         min=1, help="Trials in all, earlier runs included (pbt: the population).")] = 20,
     workers: Annotated[int | None, typer.Option(
-        min=1, help="Worker processes [default: one per visible GPU, else 1].")] = None,
+        min=0, help="Local worker processes [default: one per visible GPU, else 1]; 0 leaves "
+                    "the trials to `tuner worker` agents.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the study [default: random].")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override the file's epochs.")] = None,
     early_stop: Annotated[EarlyStopRule | None, typer.Option(
@@ -91,6 +102,9 @@ def run(
     artifacts: Annotated[str | None, typer.Option(
         help="Where checkpoints go (pbt): a folder or an fsspec URL "
              "[default: ./tuner-artifacts/NAME].")] = None,
+    lease_grace: Annotated[float, typer.Option(
+        min=1, help="Seconds without a heartbeat before a worker's trial (or this "
+                    "coordinator's lease) is taken back.")] = CoordinatorOptions().lease_grace,
 ) -> None:
     """Run (or resume) a study: sample, train on local workers, rank."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -109,11 +123,12 @@ def run(
     )
     try:
         with ProgressDisplay(out) as display:
-            study.optimize(trials, workers=workers, on_progress=display)
+            study.optimize(trials, workers=workers, on_progress=display,
+                           options=CoordinatorOptions(lease_grace=lease_grace))
     except Interrupted as exc:
         command = ["tuner", "run", str(study_file), "--storage", safe_url(storage),
                    "--name", record.name, "--trials", str(trials)]
-        command += ["--workers", str(workers)] if workers else []
+        command += ["--workers", str(workers)] if workers is not None else []
         command += ["--epochs", str(epochs)] if epochs else []
         command += ["--early-stop", early_stop.value] if early_stop else []
         err.print(f"[yellow]Stopped:[/] {exc}.\nResume with:\n  {shlex.join(command)}",
@@ -273,6 +288,55 @@ def delete(
         raise typer.Exit(1)
     study.delete()
     out.print(f"Deleted study {name!r} ({count} trials).")
+
+
+@app.command()
+@friendly
+def worker(
+    storage: StorageOpt = DEFAULT_URL,
+    study: Annotated[str | None, typer.Option(
+        help="Serve only this study [default: any study whose file is on this host].")] = None,
+    gpus: Annotated[str, typer.Option(
+        help="GPUs to use: 'all', 'none' or ids such as '0,2'.")] = "all",
+    per_gpu: Annotated[int, typer.Option(
+        min=1, help="Worker processes per GPU (small models share a GPU).")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Worker processes on a host without GPUs [default: 1].")] = None,
+    heartbeat: Annotated[float, typer.Option(
+        min=0.1, help="Seconds between heartbeats; keep it well under the coordinator's "
+                      "--lease-grace.")] = 5.0,
+) -> None:
+    """Run trials of a shared database on this host's GPUs, until Ctrl-C or SIGTERM."""
+    from workers.agent import agent_devices, run_agent
+    from workers.pool import REPLACE_AFTER
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    devices = agent_devices(gpus, per_gpu, workers)
+    options = replace(REPLACE_AFTER, heartbeat_interval=heartbeat)
+
+    def started(processes: Any) -> None:
+        where = ", ".join(sorted({f"gpu:{d}" if d is not None else "cpu" for d in devices}))
+        out.print(f"Worker agent: {len(devices)} processes ({where}) serving "
+                  f"{repr(study) if study else 'every study'} in {safe_url(storage)}; "
+                  f"logs in {processes.log_dir}. Ctrl-C to stop.", highlight=False)
+
+    run_agent(storage, study=study, devices=devices, options=options, on_start=started)
+    out.print("Stopped; in-flight trials went back to the queue.")
+
+
+@app.command("workers")
+@friendly
+def list_workers(
+    storage: StorageOpt = DEFAULT_URL,
+    all_: Annotated[bool, typer.Option("--all", help="Include stopped workers.")] = False,
+) -> None:
+    """List the workers: host, device, the trial each runs, last heartbeat, trials done."""
+    store = Storage(storage)
+    records = store.workers(alive_only=not all_)
+    if not records:
+        out.print(f"No {'' if all_ else 'live '}workers in {safe_url(storage)}.")
+        return
+    out.print(workers_table(records, store.now(), CoordinatorOptions().lease_grace))
 
 
 def main() -> None:

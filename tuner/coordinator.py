@@ -8,17 +8,21 @@ It never trains anything and holds no lock while workers train.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
-from collections.abc import Callable
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from tuner.definition import StudyDefinition
 from tuner.errors import TunerError
 from tuner.executors import Executor
 from tuner.space import Space
-from tuner.states import FINISHED, TrialState
-from tuner.storage import Storage, StudyRecord, Trial
+from tuner.states import FINISHED, UNFINISHED, TrialState
+from tuner.storage import Storage, StudyRecord, Trial, safe_url
+from tuner.storage.storage import pid_alive
 from tuner.strategies import WAIT, Proposal, Strategy
 
 log = logging.getLogger(__name__)
@@ -30,7 +34,11 @@ class CoordinatorOptions:
     lease_grace: float = 30.0  # seconds without heartbeat before a trial is requeued
     max_retries: int = 2  # requeues of a lost trial before it is FAILED
     max_consecutive_failures: int = 10  # then the study stops: something is broken
-    queue_ahead: int = 1  # trials queued beyond the slots, so no worker waits for one
+    # Trials queued beyond the workers, so none waits for one: 1 for a strategy that
+    # learns from each result, two rounds (at least 16) for one that does not (None:
+    # that choice).
+    queue_ahead: int | None = None
+    housekeeping_interval: float = 1.0  # renew the lease, sweep lost trials, count workers
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,9 @@ class TooManyFailures(TunerError):
 
 
 class Coordinator:
+    """Runs a study to its budget: the one active coordinator of that study, by a lease
+    in its row; a second one waits, and takes over when the first stops or dies."""
+
     def __init__(
         self, storage: Storage, study: StudyRecord, strategy: Strategy, executor: Executor, *,
         budget: int, options: CoordinatorOptions = CoordinatorOptions(),
@@ -64,54 +75,100 @@ class Coordinator:
         self.storage, self.study, self.strategy = storage, study, strategy
         self.executor, self.budget, self.options = executor, budget, options
         self.on_progress = on_progress or (lambda progress: None)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._hinted = False  # told the user no worker serves the study
 
     def run(self, definition: StudyDefinition) -> Progress:
         """Run the study to its budget (or until the strategy is exhausted)."""
-        storage, study = self.storage, self.study
+        try:
+            self._acquire_lease()
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted while waiting for the other coordinator") from None
+        try:
+            return self._run(definition)
+        finally:
+            self.storage.release_coordinator(self.study.id, self.owner)
+
+    def _acquire_lease(self) -> None:
+        """Wait until this is the study's one coordinator; a dead one on this host (a
+        killed run) is replaced at once, one elsewhere once its lease expires."""
+        told = False
+        while (holder := self._try_lease()) is not None:
+            host, pid, _ = (holder.split(":") + ["", ""])[:3]
+            if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+                self.storage.release_coordinator(self.study.id, holder)
+                continue
+            if not told:
+                log.warning("study %r is coordinated by %s; waiting until it stops (or its "
+                            "lease of %.0f s runs out)", self.study.name, holder,
+                            self.options.lease_grace)
+                told = True
+            time.sleep(self.options.housekeeping_interval)
+
+    def _try_lease(self) -> str | None:
+        return self.storage.acquire_coordinator(self.study.id, self.owner,
+                                                grace=self.options.lease_grace)
+
+    def _run(self, definition: StudyDefinition) -> Progress:
+        storage, study, options = self.storage, self.study, self.options
         started = time.monotonic()
-        storage.release_dead_local_workers(socket.gethostname(),
-                                           max_retries=self.options.max_retries)
-        storage.requeue_lost(study.id, grace=self.options.lease_grace,
-                             max_retries=self.options.max_retries)
+        if definition.path is not None:  # the copy every worker must match
+            storage.update_definition(study.id, definition.path, definition.source_hash)
+        storage.release_dead_local_workers(socket.gethostname(), max_retries=options.max_retries)
+        storage.requeue_lost(study.id, grace=options.lease_grace, max_retries=options.max_retries)
         history = storage.trials(study.id)
         space = Space.from_dict(study.space)
         self.strategy.start(space, direction=study.direction, seed=study.seed, trials=history,
                             settings=study.settings)
         budget = self.budget = self.strategy.trial_budget(self.budget)
-        in_flight = {t.number for t in history if not t.state.is_finished()}
+        in_flight = {t.number: t.id for t in history if not t.state.is_finished()}
+        # Finished trials are counted as they are collected: no query grows with the study.
+        finished_counts = Counter(t.state for t in history if t.state.is_finished())
+        best = _best(None, history, study.sign)
+        self._next_number = max((t.number for t in history), default=-1) + 1
         failures_in_row = 0
         exhausted = False
-        best = storage.best_trial(study)
+        workers_seen = 0
+        housekeeping = 0.0
+        pause = options.poll_interval
 
         self.executor.start(storage, study, definition)
         try:
             while True:
                 # Count first, collect second: every trial the counts call finished is then
                 # told to the strategy before the budget can end the run.
-                counts = storage.counts(study.id)
+                counts = {**{s: 0 for s in TrialState}, **finished_counts,
+                          **storage.counts(study.id, states=UNFINISHED)}
                 finished = self._collect(in_flight)
                 for trial in finished:
                     self.strategy.tell(trial)
+                    finished_counts[trial.state] += 1
                     failures_in_row = failures_in_row + 1 if trial.state == TrialState.FAILED else 0
                 if finished:  # results change the best, and may have grown the space
                     space = Space.from_dict(storage.study_by_id(study.id).space)
-                    best = storage.best_trial(study)
+                    best = _best(best, finished, study.sign)
                 progress = Progress(study, counts, budget, best,
                                     time.monotonic() - started, finished)
                 self.on_progress(progress)
                 # Every trial of a small budget failing is as telling as a long run of them.
-                if failures_in_row >= min(self.options.max_consecutive_failures, budget):
+                if failures_in_row >= min(options.max_consecutive_failures, budget):
                     raise TooManyFailures(
                         f"the last {failures_in_row} trials failed; stopping the study. "
                         f"Last error:\n{_last_line(finished[-1].error)}"
                     )
                 if progress.done >= budget or (exhausted and not in_flight):
                     return progress
-                exhausted = exhausted or self._top_up(counts, in_flight, space)
-                self.executor.check(max_retries=self.options.max_retries)
-                storage.requeue_lost(study.id, grace=self.options.lease_grace,
-                                     max_retries=self.options.max_retries)
-                time.sleep(self.options.poll_interval)
+                if time.monotonic() >= housekeeping:
+                    housekeeping = time.monotonic() + options.housekeeping_interval
+                    workers_seen = self._housekeeping()
+                slots = max(self.executor.slots, workers_seen)
+                queued = self._top_up(counts, in_flight, space, slots)
+                exhausted = exhausted or queued is None
+                self.executor.check(max_retries=options.max_retries)
+                # Busy workers are fed at once; a quiet study is polled ever more gently.
+                pause = (options.poll_interval / 10 if finished or queued
+                         else min(2 * pause, options.poll_interval))
+                time.sleep(pause)
         except KeyboardInterrupt:
             raise Interrupted(
                 f"interrupted; in-flight trials {sorted(in_flight)} go back to the queue"
@@ -119,33 +176,79 @@ class Coordinator:
         finally:
             self.executor.stop()
 
-    def _collect(self, in_flight: set[int]) -> list[Trial]:
+    def _housekeeping(self) -> int:
+        """Renew the lease, requeue lost trials, count the live workers (for the queue)."""
+        options, study = self.options, self.study
+        holder = self._try_lease()
+        if holder is not None:
+            raise TunerError(f"coordinator {holder} took over study {study.name!r} "
+                             "(this one missed its lease); stopping this one")
+        self.storage.requeue_lost(study.id, grace=options.lease_grace,
+                                  max_retries=options.max_retries)
+        live = self.storage.active_workers(study.id, grace=options.lease_grace)
+        if live == 0 and self.executor.slots == 0 and not self._hinted:
+            self._hinted = True
+            log.warning("no worker is serving study %r; start one on a GPU host with "
+                        "`tuner worker --storage %s`", study.name, safe_url(self.storage.url))
+        return live
+
+    def _collect(self, in_flight: dict[int, int]) -> list[Trial]:
         """The trials of ours that finished since the last look."""
         if not in_flight:
             return []
-        trials = self.storage.trials(self.study.id, states=FINISHED, numbers=in_flight)
-        in_flight.difference_update(t.number for t in trials)
+        # By primary key alone: a filter on the study or state would walk the index
+        # entries of every finished trial, and those grow with the study.
+        trials = [t for t in self.storage.trials_by_id(in_flight.values())
+                  if t.state.is_finished()]
+        for trial in trials:
+            del in_flight[trial.number]
         return trials
 
-    def _top_up(self, counts: dict[TrialState, int], in_flight: set[int], space: Space) -> bool:
-        """Queue new trials up to the slots; True once the strategy has nothing left."""
-        target = self.executor.slots + self.options.queue_ahead
-        queued_or_running = counts[TrialState.QUEUED] + counts[TrialState.RUNNING]
-        for _ in range(max(0, target - queued_or_running)):
-            number = self.storage.next_number(self.study.id)
+    def _top_up(self, counts: dict[TrialState, int], in_flight: dict[int, int], space: Space,
+                slots: int) -> int | None:
+        """Queue new trials up to the workers plus a margin; returns how many were
+        queued, or None once the strategy has nothing left."""
+        ahead = self.options.queue_ahead
+        if ahead is None:
+            ahead = 1 if self.strategy.learns else max(16, 2 * slots)
+        target = slots + ahead
+        proposals: list[tuple[int, Proposal]] = []
+        exhausted = False
+        for _ in range(max(0, target - counts[TrialState.QUEUED] - counts[TrialState.RUNNING])):
+            number = self._next_number + len(proposals)
+            if number >= self.budget:
+                break
             proposal = self.strategy.ask(number, space)
             if proposal is None:
-                return True
+                exhausted = True
+                break
             if proposal is WAIT:  # more once running trials finish
-                return False
-            if not isinstance(proposal, Proposal):
-                proposal = Proposal(proposal)
-            trial = self.storage.enqueue_trial(self.study.id, number, proposal.params,
-                                               budget=self.budget, attrs=proposal.attrs)
-            if trial is None:  # budget spent, or another coordinator took the number
-                return False
-            in_flight.add(trial.number)
-        return False
+                break
+            proposals.append((number, proposal if isinstance(proposal, Proposal)
+                              else Proposal(proposal)))
+        ids = self.storage.enqueue_trials(self.study.id, [
+            (number, p.params, p.attrs) for number, p in proposals]) if proposals else []
+        if proposals and not ids:
+            # A number is taken: by an attempt of ours whose acknowledgement was lost, or
+            # by another coordinator. Look again, and track whatever holds the numbers.
+            self._next_number = self.storage.next_number(self.study.id)
+            in_flight.update((t.number, t.id) for t in self.storage.trials(
+                self.study.id, states=UNFINISHED))
+            return 0
+        self._next_number += len(proposals)
+        in_flight.update(zip((number for number, _ in proposals), ids, strict=True))
+        return None if exhausted and not proposals else len(proposals)
+
+
+def _best(best: Trial | None, trials: Iterable[Trial], sign: int) -> Trial | None:
+    """The better of `best` and the COMPLETE trials among `trials` (ties: lower number)."""
+    for trial in trials:
+        if trial.state != TrialState.COMPLETE or trial.value is None:
+            continue
+        if best is None or (sign * trial.value, -trial.number) > (sign * best.value,  # type: ignore[operator]
+                                                                   -best.number):
+            best = trial
+    return best
 
 
 def _last_line(text: str | None) -> str:

@@ -9,6 +9,7 @@ It names what to tune and how to judge it:
     space = Space(...)               # optional declarative space
     def load_data(): ...             # -> (x_train, y_train), (x_val, y_val)
     def build_model(hp): ...         # or `hypermodel = MyHyperModel()` (KerasTuner's)
+    def objective(hp): ...           # or a plain function returning the metric (no Keras)
 
 Workers import the same file by path, so it must exist on every host that runs trials.
 """
@@ -43,6 +44,7 @@ class StudyDefinition:
 
     build_model: Callable[[Any], Any] | None = None
     hypermodel: Any = None
+    objective: Callable[[Any], Any] | None = None  # hp -> value (or {metric: value})
     load_data: Callable[[], Any] | None = None
     space: Space = field(default_factory=Space)
     metric: str = "val_accuracy"
@@ -56,10 +58,11 @@ class StudyDefinition:
     source_hash: str | None = None
 
     def __post_init__(self) -> None:
-        if self.build_model is None and self.hypermodel is None:
+        if self.build_model is None and self.hypermodel is None and self.objective is None:
             where = self.path or "the study definition"
             raise DefinitionError(
-                f"{where} defines neither build_model(hp) nor a KerasTuner `hypermodel`"
+                f"{where} defines none of build_model(hp), a KerasTuner `hypermodel` "
+                "or objective(hp)"
             )
         if not self.direction:
             object.__setattr__(self, "direction", infer_direction(self.metric))
@@ -117,13 +120,42 @@ def load_definition(path: str | Path) -> StudyDefinition:
         ) from None
     options = {
         key: getattr(module, key)
-        for key in ("build_model", "hypermodel", "load_data", "space", "metric", "direction",
+        for key in ("build_model", "hypermodel", "objective", "load_data", "space", "metric",
+                    "direction",
                     "epochs", "batch_size", "patience", "early_stop", "name")
         if hasattr(module, key)
     }
-    if "load_data" not in options:
+    if "load_data" not in options and "objective" not in options:
         raise DefinitionError(f"{path} has no load_data() function")
     return StudyDefinition(
         **options, path=str(path.resolve()), source_hash=file_hash(path),
         name=options.get("name") or path.stem,
     )
+
+
+def load_study_file(name: str, path: str | None, source: str | None,
+                    expected_hash: str | None) -> StudyDefinition:
+    """The study file as a worker finds it: at the coordinator's absolute `path`, or at
+    `source` (that path relative to the coordinator's working directory) under this
+    process's working directory. It must be the coordinator's copy, byte for byte."""
+    if not path:
+        raise DefinitionError(
+            f"study {name!r} was defined in Python, not in a file a worker can import; "
+            "run it with the InProcess executor"
+        )
+    candidates = [Path(path)] + ([Path.cwd() / source] if source else [])
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise DefinitionError(
+            f"study {name!r}: its file is not on this host (looked for "
+            + " and ".join(repr(str(c)) for c in candidates)
+            + "); copy it there, or start the worker in the folder the study was run from"
+        )
+    digest = file_hash(found)
+    if expected_hash and digest != expected_hash:
+        raise DefinitionError(
+            f"study {name!r}: {found} differs from the coordinator's copy "
+            f"(sha256 {digest[:12]}… here, {expected_hash[:12]}… there); "
+            "copy the coordinator's file to this host"
+        )
+    return load_definition(found)

@@ -14,7 +14,7 @@ from rich.text import Text
 from tuner.coordinator import Progress
 from tuner.space import Space
 from tuner.states import TrialState
-from tuner.storage import StudyRecord, StudySummary, Trial
+from tuner.storage import StudyRecord, StudySummary, Trial, WorkerRecord
 
 STATE_STYLES = {
     TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAILED: "red",
@@ -156,5 +156,23 @@ def studies_table(summaries: Iterable[StudySummary]) -> Table:
             str(sum(c.values())), str(c.get(TrialState.COMPLETE, 0)),
             str(c.get(TrialState.RUNNING, 0)), str(c.get(TrialState.FAILED, 0)),
             str(c.get(TrialState.PRUNED, 0)), fmt(s.best_value),
+        )
+    return table
+
+
+def workers_table(records: Iterable[WorkerRecord], now: float, grace: float) -> Table:
+    table = Table(title="Workers", title_justify="left")
+    for column in ("id", "host", "pid", "device", "state", "running", "heartbeat", "done"):
+        table.add_column(column, justify="right" if column in ("id", "pid", "done") else "left")
+    for w in records:
+        age = now - w.heartbeat_at
+        if w.stopped_at is not None:
+            state = "stopped"
+        else:
+            state = "live" if age <= grace else "lost"
+        table.add_row(
+            str(w.id), w.host, str(w.pid), w.device, state,
+            f"{w.study} #{w.trial}" if w.trial is not None else "-",
+            f"{age:.1f} s ago" if age < 60 else f"{fmt_seconds(age)} ago", str(w.trials_done),
         )
     return table

@@ -52,6 +52,18 @@ class InProcess(Executor):
             self._storage.release_worker(self._worker.worker_id, reason="stopped")
 
 
+class NoWorkers(Executor):
+    """Starts no worker: `tuner worker` agents on other hosts (or this one) run the trials."""
+
+    slots = 0
+
+    def start(self, storage: Storage, study: StudyRecord, definition: StudyDefinition) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
 def local_pool(workers: int | None = None) -> Executor:
     """The local process pool (imported lazily: it lives on the worker side)."""
     from workers.pool import LocalPool

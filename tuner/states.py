@@ -23,3 +23,4 @@ class TrialState(enum.StrEnum):
 
 
 FINISHED = frozenset({TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED})
+UNFINISHED = frozenset({TrialState.QUEUED, TrialState.RUNNING})

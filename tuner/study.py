@@ -23,11 +23,11 @@ from tuner.coordinator import Coordinator, CoordinatorOptions, Progress
 from tuner.definition import StudyDefinition, load_definition
 from tuner.early_stop import EarlyStop
 from tuner.errors import DefinitionError, StudyExists, StudyNotFound, TunerError
-from tuner.executors import Executor, InProcess, local_pool
+from tuner.executors import Executor, InProcess, NoWorkers, local_pool
 from tuner.hyperparameters import HyperParameters
 from tuner.space import Space
 from tuner.states import TrialState
-from tuner.storage import DEFAULT_URL, Storage, StudyRecord, Trial
+from tuner.storage import DEFAULT_URL, Storage, StudyRecord, Trial, WorkerRecord
 from tuner.strategies import Strategy, make_strategy, strategy_name
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ def discover_space(definition: StudyDefinition) -> Space:
     Parameters behind branches the defaults do not take are found later, by the trials
     that take them. A build that fails here is left for the trials to report.
     """
+    if definition.objective is not None:  # calling it would run a whole trial
+        return definition.space
     hp = HyperParameters(definition.space, definition.space.defaults())
     try:
         definition.build(hp)
@@ -98,7 +100,7 @@ class Study:
                 strategy=strategy_name(strategy or "bayes"),
                 seed=random.randrange(2**31) if seed is None else seed,
                 space=discover_space(definition).to_dict(),
-                settings={**definition.settings,
+                settings={**definition.settings, "source": _relative_to_cwd(definition.path),
                           "artifacts": artifacts or str(Path("tuner-artifacts").resolve() / name)},
                 definition=definition.path, definition_hash=definition.source_hash,
             )
@@ -124,7 +126,9 @@ class Study:
         if trials < 1:
             raise ValueError(f"trials: {trials} must be at least 1")
         definition = self.definition
-        if executor is None:
+        if executor is None and workers == 0:
+            executor = NoWorkers()  # `tuner worker` agents run the trials
+        elif executor is None:
             executor = local_pool(workers) if definition.path else InProcess()
         coordinator = Coordinator(
             self.storage, self._record, self.strategy, executor, budget=trials, options=options,
@@ -235,6 +239,14 @@ class Study:
         self.storage.delete_study(self.name)
 
 
+def list_workers(storage: str | Storage = DEFAULT_URL, *,
+                 alive_only: bool = True) -> list[WorkerRecord]:
+    """The workers registered in the database (live ones by default): host, pid, device,
+    the study and number of the trial each runs now, last heartbeat, trials done."""
+    store = storage if isinstance(storage, Storage) else Storage(storage)
+    return store.workers(alive_only=alive_only)
+
+
 def rank(trials: list[Trial], sign: int) -> list[Trial]:
     order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}
 
@@ -260,6 +272,16 @@ def trial_row(trial: Trial) -> dict[str, Any]:
     row.update({f"params_{k}": v for k, v in trial.params.items()})
     row["error"] = trial.error
     return row
+
+
+def _relative_to_cwd(path: str | None) -> str | None:
+    """Where a worker started in the same folder on another host finds the study file."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return None
 
 
 def _as_definition(definition: str | Path | StudyDefinition) -> StudyDefinition:

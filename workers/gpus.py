@@ -8,10 +8,21 @@ import subprocess
 
 
 def visible_gpus() -> list[str]:
-    """GPU ids this process may use: CUDA_VISIBLE_DEVICES when set, else nvidia-smi's list."""
+    """GPU ids this process may use: CUDA_VISIBLE_DEVICES when set, else the driver's list
+    (NVML through pynvml when installed, else nvidia-smi); none means CPU only."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no pynvml, or no driver behind it
+        pass
     if shutil.which("nvidia-smi") is None:
         return []
     try:
@@ -22,6 +33,24 @@ def visible_gpus() -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def choose_gpus(spec: str) -> list[str]:
+    """`--gpus`: "all" (those visible), "none", or ids such as "0,2" (which must exist)."""
+    spec = spec.strip().lower()
+    if spec == "none":
+        return []
+    found = visible_gpus()
+    if spec == "all":
+        return found
+    wanted = [part.strip() for part in spec.split(",") if part.strip()]
+    missing = [g for g in wanted if g not in found]
+    if missing:
+        raise ValueError(
+            f"--gpus: no GPU {', '.join(missing)} on this host "
+            f"(found: {', '.join(found) or 'none'})"
+        )
+    return wanted
 
 
 def slot_devices(workers: int, gpus: list[str]) -> list[str | None]:

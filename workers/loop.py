@@ -6,8 +6,10 @@ caller's process) runs this same loop against the database.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import random
 import socket
 import threading
 import traceback
@@ -17,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from tuner.artifacts import Artifacts
-from tuner.definition import StudyDefinition, load_definition
+from tuner.definition import StudyDefinition, load_study_file
 from tuner.early_stop import Curves, early_stop_from_dict
 from tuner.errors import DefinitionError
 from tuner.space import Space
 from tuner.states import TrialState
 from tuner.storage import Storage, StudyRecord, Trial
 from tuner.strategies import trial_seed
+from workers.outcome import Outcome, TrialLost, run_objective
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ _MAX_ERROR = 20_000  # characters of traceback kept per trial
 @dataclass(frozen=True, kw_only=True)
 class WorkerOptions:
     heartbeat_interval: float = 5.0
-    poll_interval: float = 0.02
+    poll_interval: float = 0.01
     max_poll_interval: float = 0.5
     max_trials: int | None = None  # then exit, so a fresh process replaces this one
     max_memory_growth_mb: float | None = None  # likewise, past this growth of RSS
@@ -74,39 +77,92 @@ class Heartbeat:
         self._thread.join()
 
 
+@dataclass
+class _StudyContext:
+    """What a worker keeps per study it serves: loaded once per process."""
+
+    record: StudyRecord
+    definition: StudyDefinition
+    data: Any = None
+    data_error: str | None = None
+
+    @functools.cached_property
+    def space(self) -> Space:
+        return Space.from_dict(self.record.space)
+
+    def refresh(self, storage: Storage) -> None:
+        """Re-read the study: its space grows as trials meet new parameters."""
+        self.record = storage.study_by_id(self.record.id)
+        self.__dict__.pop("space", None)
+
+
 class Worker:
+    """Claims and runs trials of one study (`study_name`) or, as an agent's worker, of any
+    study whose file this host has."""
+
     def __init__(
-        self, storage: Storage, study_name: str, definition: StudyDefinition | None = None, *,
+        self, storage: Storage, study_name: str | None,
+        definition: StudyDefinition | None = None, *,
         device: str = "cpu", options: WorkerOptions = WorkerOptions(),
         stop: Any = None,
     ) -> None:
         self.storage = storage
-        self.study = storage.get_study(study_name)
-        if definition is None and not self.study.definition:
-            raise DefinitionError(
-                f"study {study_name!r} was defined in Python, not in a file a worker can "
-                "import; run it with the InProcess executor"
-            )
-        self.definition = definition or load_definition(self.study.definition)
         self.device = device
         self.options = options
         self.stop = stop or threading.Event()
         self.worker_id: int | None = None
-        self._data: Any = None
-        self._data_error: str | None = None
+        self._contexts: dict[int, _StudyContext] = {}
+        self._refused: set[int] = set()  # studies whose file this host lacks
+        # Each process's share of trials varies by ±25 %, so workers started together
+        # are not all replaced together (a wave of interpreter start-ups).
+        self._max_trials = (None if options.max_trials is None
+                            else max(1, round(options.max_trials * random.uniform(0.75, 1.25))))
+        self.study_id: int | None = None
+        if study_name is not None:
+            record = storage.get_study(study_name)
+            self.study_id = record.id
+            # A study this worker cannot run is an error at once, not one per trial.
+            self._contexts[record.id] = self._context_for(record, definition)
 
-    def _load_data(self) -> None:
-        """Once per process; a failure fails each trial with its traceback."""
+    @staticmethod
+    def _context_for(record: StudyRecord, definition: StudyDefinition | None) -> _StudyContext:
+        if definition is None:
+            definition = load_study_file(record.name, record.definition,
+                                         record.settings.get("source"), record.definition_hash)
+        return _StudyContext(record, definition)
+
+    def _context(self, study_id: int) -> _StudyContext | None:
+        """The study's definition and data; None (and the study refused) if this host
+        cannot run it."""
+        context = self._contexts.get(study_id)
+        if context is None:
+            record = self.storage.study_by_id(study_id)
+            try:
+                context = self._context_for(record, None)
+            except DefinitionError as exc:
+                log.warning("worker %s skips %s", self.worker_id, exc)
+                self._refused.add(study_id)
+                return None
+            self._contexts[study_id] = context
+        if context.data is None and context.data_error is None:
+            self._load_data(context)
+        return context
+
+    @staticmethod
+    def _load_data(context: _StudyContext) -> None:
+        """Once per study and process; a failure fails each trial with its traceback."""
+        if context.definition.load_data is None:  # an objective that needs no data
+            return
         try:
-            self._data = self.definition.load_data()  # type: ignore[misc]
+            context.data = context.definition.load_data()
         except Exception:
-            self._data_error = "load_data() failed:\n" + traceback.format_exc()
+            context.data_error = "load_data() failed:\n" + traceback.format_exc()
 
     def register(self) -> int:
         if self.worker_id is None:
             self.worker_id = self.storage.register_worker(
                 host=socket.gethostname(), pid=os.getpid(), device=self.device,
-                study_id=self.study.id,
+                study_id=self.study_id,
             )
         return self.worker_id
 
@@ -115,18 +171,24 @@ class Worker:
         worker_id = self.register()
         done = 0
         baseline = rss_mb()
-        self._load_data()
+        for study_id in self._contexts:  # the named study's data, before the first claim
+            self._context(study_id)
         wait = self.options.poll_interval
         try:
             with Heartbeat(self.storage, worker_id, self.options.heartbeat_interval):
                 while not self.stop.is_set():
-                    trial = self.storage.claim_trial(self.study.id, worker_id)
+                    trial = self.storage.claim_trial(self.study_id, worker_id,
+                                                     exclude=self._refused)
                     if trial is None:
                         self.stop.wait(wait)
-                        wait = min(wait * 2, self.options.max_poll_interval)
+                        wait = min(wait * 1.5, self.options.max_poll_interval)
                         continue
                     wait = self.options.poll_interval
-                    self._run_one(trial, worker_id)
+                    context = self._context(trial.study_id)
+                    if context is None:
+                        self.storage.release_trial(trial.id, worker_id)
+                        continue
+                    self._run_one(context, trial, worker_id)
                     done += 1
                     if self._due_for_replacement(done, baseline):
                         break
@@ -136,7 +198,7 @@ class Worker:
 
     def _due_for_replacement(self, done: int, baseline: float) -> bool:
         opts = self.options
-        if opts.max_trials is not None and done >= opts.max_trials:
+        if opts.max_trials is not None and done >= self._max_trials:
             return True
         growth = rss_mb() - baseline
         if opts.max_memory_growth_mb is not None and growth > opts.max_memory_growth_mb:
@@ -160,29 +222,14 @@ class Worker:
 
         return should_stop
 
-    def _run_one(self, trial: Trial, worker_id: int) -> None:
-        from workers.runner import Segment, TrialLost, run_trial
-
-        study = self.storage.study_by_id(self.study.id)  # the space may have grown
-        space = Space.from_dict(study.space)
-
-        def report(epoch: int, value: float | None, metrics: Any) -> bool:
-            return self.storage.report_epoch(trial.id, worker_id, epoch, value, metrics)
-
+    def _run_one(self, context: _StudyContext, trial: Trial, worker_id: int) -> None:
+        if not set(trial.params) <= set(context.record.space):  # the space grew since
+            context.refresh(self.storage)
+        study, space = context.record, context.space
         try:
-            if self._data_error:
-                raise RuntimeError(self._data_error)
-            segment = None
-            if trial.attrs and "segment" in trial.attrs:  # a stretch of a PBT member
-                part = trial.attrs["segment"]
-                segment = Segment(trial.number, part["start"], part["epochs"], part["restore"],
-                                  Artifacts(study.settings["artifacts"]))
-            outcome = run_trial(
-                self.definition, self._data, space, trial.params, metric=study.metric,
-                direction=study.direction, settings=study.settings,
-                seed=trial_seed(study.seed, trial.number), report=report,
-                should_stop=self._early_stop(study, trial.number), segment=segment,
-            )
+            if context.data_error:
+                raise RuntimeError(context.data_error)
+            outcome = self._train(context, study, space, trial, worker_id)
         except TrialLost:
             log.warning("trial %d was taken from worker %d; result dropped",
                         trial.number, worker_id)
@@ -206,4 +253,26 @@ class Worker:
         self.storage.finish_trial(
             trial.id, worker_id, state, value=outcome.value,
             best_epoch=outcome.best_epoch, params=outcome.params,
+        )
+
+    def _train(self, context: _StudyContext, study: StudyRecord, space: Space, trial: Trial,
+               worker_id: int) -> Outcome:
+        seed = trial_seed(study.seed, trial.number)
+        if context.definition.objective is not None:
+            return run_objective(context.definition.objective, space, trial.params,
+                                 metric=study.metric, seed=seed)
+        from workers.runner import Segment, run_trial
+
+        def report(epoch: int, value: float | None, metrics: Any) -> bool:
+            return self.storage.report_epoch(trial.id, worker_id, epoch, value, metrics)
+
+        segment = None
+        if trial.attrs and "segment" in trial.attrs:  # a stretch of a PBT member
+            part = trial.attrs["segment"]
+            segment = Segment(trial.number, part["start"], part["epochs"], part["restore"],
+                              Artifacts(study.settings["artifacts"]))
+        return run_trial(
+            context.definition, context.data, space, trial.params, metric=study.metric,
+            direction=study.direction, settings=study.settings, seed=seed, report=report,
+            should_stop=self._early_stop(study, trial.number), segment=segment,
         )

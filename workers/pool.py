@@ -1,4 +1,4 @@
-"""The local pool: one worker process per slot on this host.
+"""Worker processes on this host: the local pool of `tuner run`, and `tuner worker`'s.
 
 Processes are spawned (never forked: TensorFlow does not survive a fork), each pinned
 to its GPU with CUDA_VISIBLE_DEVICES. A process that exits after its share of trials
@@ -14,6 +14,8 @@ import os
 import signal
 import tempfile
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,18 +30,29 @@ from workers.loop import WorkerOptions
 
 log = logging.getLogger(__name__)
 
+REPLACE_AFTER = WorkerOptions(max_trials=200, max_memory_growth_mb=2048)
 
-def _worker_main(url: str, study: str, gpu: str | None, threads: int, options: WorkerOptions,
-                 stop: Any, worker_id: Any, log_path: Path) -> None:
-    """Entry point of a worker process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
-    redirect_output(log_path)
+
+def pin_device(gpu: str | None, *, sharing: int, threads: int) -> None:
+    """Set, before any framework is imported, what this process may use: its GPU (with
+    memory grown on demand, so `sharing` processes fit on one), or its share of the cores."""
     os.environ["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # TensorFlow
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX
+    if gpu is not None and sharing > 1:
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / sharing:.2f}")
     if gpu is None:  # share the cores instead of every process using all of them
         for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
             os.environ.setdefault(var, str(threads))
+
+
+def _worker_main(url: str, study: str | None, gpu: str | None, sharing: int, threads: int,
+                 options: WorkerOptions, stop: Any, worker_id: Any, log_path: Path) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    redirect_output(log_path)
+    pin_device(gpu, sharing=sharing, threads=threads)
     logging.basicConfig(level=logging.WARNING)
     from workers.loop import Worker
 
@@ -52,11 +65,36 @@ def _worker_main(url: str, study: str, gpu: str | None, threads: int, options: W
 
 
 def _stop_when_orphaned(stop: Any) -> None:
-    """If the coordinator dies (even by SIGKILL), finish the current trial and exit."""
+    """If the parent dies (even by SIGKILL), finish the current trial and exit."""
     parent = mp.parent_process()
     if parent is not None:
         mp.connection.wait([parent.sentinel])
         stop.set()
+
+
+class StopFlag:
+    """The stop signal shared with the worker processes. Not a multiprocessing.Event: its
+    set() waits until every process sleeping in wait() wakes, so one killed there (SIGKILL,
+    SIGTERM to the whole process group) would hang set() for ever. A bare shared byte has
+    no lock for a dead process to hold; wait() polls it."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._flag = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._flag.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._flag.value)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = 0.05 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, 0.05))
+        return True
 
 
 @dataclass
@@ -67,50 +105,48 @@ class _Slot:
     worker_id: Any = None
 
 
-class LocalPool(Executor):
-    def __init__(self, workers: int | None = None, *,
-                 options: WorkerOptions = WorkerOptions(max_trials=200,
-                                                        max_memory_growth_mb=2048)) -> None:
-        gpus = visible_gpus()
-        self.slots = workers if workers is not None else max(1, len(gpus))
-        if self.slots < 1:
-            raise ValueError(f"workers: {workers} must be at least 1")
+class WorkerProcesses:
+    """One worker process per slot (a GPU id, or None for a CPU slot), serving `study`
+    (a name) or any study: started, watched, replaced and stopped together."""
+
+    def __init__(self, url: str, study: str | None, devices: list[str | None], *,
+                 options: WorkerOptions = REPLACE_AFTER) -> None:
+        self.url, self.study, self.options = url, study, options
         self.log_dir = Path(tempfile.gettempdir()) / f"tuner-workers-{os.getpid()}"
         self._slots = [_Slot(gpu, self.log_dir / f"slot-{i}.log")
-                       for i, gpu in enumerate(slot_devices(self.slots, gpus))]
-        self._threads = max(1, (os.cpu_count() or 1) // self.slots)
-        self.options = options
+                       for i, gpu in enumerate(devices)]
+        self._sharing = Counter(devices)
+        self._threads = max(1, (os.cpu_count() or 1) // max(1, len(devices)))
         self._ctx = mp.get_context("spawn")
 
-    def start(self, storage: Storage, study: StudyRecord, definition: StudyDefinition) -> None:
-        if definition.path is None:
-            raise DefinitionError(
-                "worker processes import the study from its file; pass a study file path "
-                "(or use the InProcess executor for a definition made in Python)"
-            )
-        self._storage, self._study = storage, study
-        self._stop = self._ctx.Event()
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def start(self, storage: Storage) -> None:
+        self._storage = storage
+        self._stop = StopFlag(self._ctx)
         self._failed_starts = 0
         for slot in self._slots:
             self._spawn(slot)
 
     def _spawn(self, slot: _Slot) -> None:
-        slot.worker_id = self._ctx.Value("i", 0)
+        slot.worker_id = self._ctx.RawValue("i", 0)  # no lock a killed process could hold
         slot.process = self._ctx.Process(
             target=_worker_main, daemon=True, name="tuner-worker",
-            args=(self._storage.url, self._study.name, slot.gpu, self._threads, self.options,
-                  self._stop, slot.worker_id, slot.log_path),
+            args=(self.url, self.study, slot.gpu, self._sharing[slot.gpu], self._threads,
+                  self.options, self._stop, slot.worker_id, slot.log_path),
         )
         slot.process.start()
 
     def check(self, *, max_retries: int) -> None:
+        """Requeue what a dead process held and start its replacement."""
         for slot in self._slots:
             if slot.process.is_alive() or self._stop.is_set():
                 continue
             code = slot.process.exitcode
             if not slot.worker_id.value:
                 self._failed_starts += 1
-                if self._failed_starts > 3 * self.slots:
+                if self._failed_starts > 3 * len(self._slots):
                     raise TunerError(
                         f"worker processes keep dying before they start (exit code {code}). "
                         f"The end of {slot.log_path}:\n{tail(slot.log_path)}"
@@ -125,10 +161,45 @@ class LocalPool(Executor):
             self._spawn(slot)
 
     def stop(self) -> None:
+        """Stop every process at once; a trial in progress is requeued, not awaited."""
         self._stop.set()
         for slot in self._slots:
-            slot.process.terminate()  # a trial in progress is requeued below, not awaited
+            slot.process.terminate()
         for slot in self._slots:
             slot.process.join(timeout=30)
             if slot.worker_id.value:
                 self._storage.release_worker(slot.worker_id.value, reason="stopped")
+
+
+class LocalPool(Executor):
+    """The worker processes `tuner run` starts for its study: one per visible GPU by
+    default, else one."""
+
+    def __init__(self, workers: int | None = None, *,
+                 options: WorkerOptions = REPLACE_AFTER) -> None:
+        gpus = visible_gpus()
+        self.slots = workers if workers is not None else max(1, len(gpus))
+        if self.slots < 1:
+            raise ValueError(f"workers: {workers} must be at least 1")
+        self._devices = slot_devices(self.slots, gpus)
+        self.options = options
+
+    def start(self, storage: Storage, study: StudyRecord, definition: StudyDefinition) -> None:
+        if definition.path is None:
+            raise DefinitionError(
+                "worker processes import the study from its file; pass a study file path "
+                "(or use the InProcess executor for a definition made in Python)"
+            )
+        self.processes = WorkerProcesses(storage.url, study.name, self._devices,
+                                         options=self.options)
+        self.processes.start(storage)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.processes.log_dir
+
+    def check(self, *, max_retries: int) -> None:
+        self.processes.check(max_retries=max_retries)
+
+    def stop(self) -> None:
+        self.processes.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,10 @@ from tuner.definition import StudyDefinition
 from tuner.hyperparameters import HyperParameters
 from tuner.space import Space
 from workers.checkpoints import load_checkpoint, save_checkpoint
+from workers.outcome import Outcome, TrialLost
 
 # report(epoch, value, metrics) -> False when the trial is no longer this worker's.
 Report = Callable[[int, "float | None", Mapping[str, float]], bool]
-
-
-class TrialLost(Exception):
-    """The worker's lease on the trial was taken away while it trained."""
 
 
 class EpochReporter(keras.callbacks.Callback):
@@ -70,15 +67,6 @@ class Segment:
     epochs: int
     restore: int | None
     artifacts: Artifacts
-
-
-@dataclass
-class Outcome:
-    value: float | None
-    best_epoch: int | None
-    params: dict[str, Any]
-    space: Space = field(default_factory=Space)
-    pruned: bool = False
 
 
 def _best(values: list[float | None], sign: int) -> tuple[float | None, int | None]:

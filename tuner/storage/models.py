@@ -26,6 +26,9 @@ class StudyRow(Base):
     definition: Mapped[str | None] = mapped_column(Text)
     definition_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[float] = mapped_column(Double)
+    # The lease of the one active coordinator: "host:pid:token" and its last renewal.
+    coordinator: Mapped[str | None] = mapped_column(String(255))
+    coordinator_beat_at: Mapped[float | None] = mapped_column(Double)
 
 
 class TrialRow(Base):
@@ -33,6 +36,8 @@ class TrialRow(Base):
     __table_args__ = (
         UniqueConstraint("study_id", "number"),
         Index("ix_trials_study_state", "study_id", "state", "number"),
+        Index("ix_trials_state_study", "state", "study_id", "number"),  # claims of any study
+        Index("ix_trials_worker", "worker_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

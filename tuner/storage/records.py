@@ -21,6 +21,8 @@ class StudyRecord:
     definition: str | None
     definition_hash: str | None
     created_at: float
+    coordinator: str | None = None
+    coordinator_beat_at: float | None = None
 
     @property
     def sign(self) -> int:
@@ -44,6 +46,7 @@ class Trial:
     queued_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    study_id: int | None = None
 
     @property
     def duration(self) -> float | None:
@@ -71,3 +74,5 @@ class WorkerRecord:
     heartbeat_at: float
     stopped_at: float | None
     trials_done: int
+    study: str | None = None  # the study of the trial it runs now, if any
+    trial: int | None = None  # that trial's number

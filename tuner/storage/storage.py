@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
+import itertools
 import logging
 import math
 import os
@@ -32,6 +34,7 @@ from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
     IntegrityError,
+    InterfaceError,
     NoSuchModuleError,
     OperationalError,
 )
@@ -70,7 +73,20 @@ def safe_url(url: str) -> str:
         return url
 
 
-def _make_engine(url: str) -> Engine:
+# A socket to a server that went away mid-request can otherwise wait forever, and a
+# worker stuck so would hold its trial while its heartbeat thread keeps the lease alive.
+# A timeout turns that into a lost connection, which is retried. (MySQL's reads wait at
+# most innodb_lock_wait_timeout, 50 s, for a lock; PostgreSQL's sockets get keepalives.)
+_MYSQL_TIMEOUTS = {"connect_timeout": 10, "read_timeout": 60, "write_timeout": 60}
+_LIBPQ_TIMEOUTS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
+                   "keepalives_interval": 5, "keepalives_count": 3}
+_NETWORK_TIMEOUTS: dict[str, dict[str, Any]] = {  # by driver
+    "pymysql": _MYSQL_TIMEOUTS, "mysqldb": _MYSQL_TIMEOUTS,
+    "psycopg": _LIBPQ_TIMEOUTS, "psycopg2": _LIBPQ_TIMEOUTS,
+}
+
+
+def _make_engine(url: str, pool_size: int) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -80,7 +96,11 @@ def _make_engine(url: str) -> Engine:
         ) from None
     try:
         if parsed.get_backend_name() != "sqlite":
-            return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=8)
+            timeouts = _NETWORK_TIMEOUTS.get(parsed.get_driver_name(), {})
+            return sa.create_engine(
+                url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max(8, pool_size),
+                connect_args={k: v for k, v in timeouts.items() if k not in parsed.query},
+            )
         memory = parsed.database in (None, "", ":memory:")
         engine = sa.create_engine(
             url,
@@ -115,6 +135,15 @@ class TransientStorageError(StorageError):
     """A deadlock, serialization failure or lock timeout: the transaction may be retried."""
 
 
+class ConnectionLost(TransientStorageError):
+    """The server went away (a restart, a network cut): retried until it is back, for a while."""
+
+
+_SCHEMA_LOCK = {  # (take, release) a lock held by the session, not the transaction
+    "postgresql": ("SELECT pg_advisory_lock(727361)", "SELECT pg_advisory_unlock(727361)"),
+    "mysql": ("SELECT GET_LOCK('tuner_schema', 50)", "SELECT RELEASE_LOCK('tuner_schema')"),
+    "mariadb": ("SELECT GET_LOCK('tuner_schema', 50)", "SELECT RELEASE_LOCK('tuner_schema')"),
+}
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
 _TRANSIENT_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
 
@@ -130,17 +159,33 @@ def _is_transient(exc: DBAPIError) -> bool:
 
 
 def _retrying(method: F) -> F:
-    """Run a one-transaction method again, with jittered backoff, on a transient error."""
+    """Run a one-transaction method again on a transient error: up to ten times, with
+    jittered backoff, for a lock conflict; until `reconnect_timeout` has passed for a lost
+    connection. The method gets `retry=True` on a second attempt if it asks for it."""
+    wants_retry_flag = "retry" in inspect.signature(method).parameters
 
     @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        for attempt in range(10):
+    def wrapper(self: Storage, *args: Any, **kwargs: Any) -> Any:
+        deadline = None
+        asked = kwargs.get("retry", False)  # a caller's own retry=True is kept
+        for attempt in itertools.count():
+            if wants_retry_flag:
+                kwargs["retry"] = asked or attempt > 0
             try:
-                return method(*args, **kwargs)
-            except TransientStorageError:
-                if attempt == 9:
+                return method(self, *args, **kwargs)
+            except ConnectionLost as exc:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.reconnect_timeout
+                    log.warning("%s; retrying for up to %.0f s", exc, self.reconnect_timeout)
+                if now >= deadline:
                     raise
-                time.sleep(min(0.01 * 2**attempt, 1.0) * random.uniform(0.5, 1.5))
+                delay = min(0.05 * 2**attempt, 2.0)
+            except TransientStorageError:
+                if attempt >= 9:
+                    raise
+                delay = min(0.01 * 2**attempt, 1.0)
+            time.sleep(delay * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
 
     return wrapper  # type: ignore[return-value]
@@ -149,9 +194,12 @@ def _retrying(method: F) -> F:
 class Storage:
     """Studies, trials, epochs and workers in a SQL database given by URL."""
 
-    def __init__(self, url: str = DEFAULT_URL) -> None:
+    def __init__(self, url: str = DEFAULT_URL, *, pool_size: int = 2,
+                 reconnect_timeout: float = 120.0) -> None:
         self.url = url
-        self.engine = _make_engine(url)
+        self.reconnect_timeout = reconnect_timeout
+        self.engine = _make_engine(url, pool_size)
+        self._connected = False  # until then a connection error is the user's, not a blip
         # An in-memory SQLite database lives on one shared connection: one transaction
         # at a time, whichever thread (coordinator, in-process worker) asks.
         self._serial = (threading.RLock() if isinstance(self.engine.pool, StaticPool)
@@ -174,11 +222,14 @@ class Storage:
                     conn = conn.execution_options(tuner_write=True)
                 with conn.begin():
                     yield conn
+            self._connected = True
         except DBAPIError as exc:
             message = f"database error on {safe_url(self.url)}: {str(exc.orig).strip()}"
             if _is_transient(exc):
                 raise TransientStorageError(message) from exc
-            if isinstance(exc, OperationalError):
+            if isinstance(exc, (OperationalError, InterfaceError)):
+                if self._connected or exc.connection_invalidated:
+                    raise ConnectionLost(message) from exc
                 raise StorageError(message) from exc
             raise
 
@@ -191,12 +242,33 @@ class Storage:
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
         head = ScriptDirectory.from_config(config).get_current_head()
-        with self._tx(write=True) as conn:
+        with self._tx() as conn:
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+        # Processes started together on a new database (a coordinator and its agents)
+        # would all create the tables: one does, under a lock; the others then find them.
+        with self._schema_lock(), self._tx(write=True) as conn:
             if MigrationContext.configure(conn).get_current_revision() == head:
                 return
             config.attributes["connection"] = conn
             log.info("upgrading the schema of %s to %s", safe_url(self.url), head)
             upgrade(config, "head")
+
+    @contextlib.contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """A lock across processes, on its own connection, for changing the schema.
+        (SQLite needs none: the upgrade's BEGIN IMMEDIATE already excludes the others.)"""
+        statements = _SCHEMA_LOCK.get(self.engine.dialect.name)
+        if statements is None:
+            yield
+            return
+        lock, unlock = statements
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql(lock)
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(unlock)
 
     # -- studies --------------------------------------------------------------------
     @_retrying
@@ -227,6 +299,7 @@ class Storage:
             raise StudyExists(f"a study named {name!r} already exists") from None
         return self.get_study(name)
 
+    @_retrying
     def get_study(self, name: str) -> StudyRecord:
         with self._tx() as conn:
             row = conn.execute(sa.select(studies).where(studies.c.name == name)).first()
@@ -238,11 +311,13 @@ class Storage:
                 )
         return StudyRecord(**row._mapping)
 
+    @_retrying
     def study_by_id(self, study_id: int) -> StudyRecord:
         with self._tx() as conn:
             row = conn.execute(sa.select(studies).where(studies.c.id == study_id)).one()
         return StudyRecord(**row._mapping)
 
+    @_retrying
     def list_studies(self) -> list[StudySummary]:
         with self._tx() as conn:
             rows = conn.execute(sa.select(studies).order_by(studies.c.id)).all()
@@ -311,6 +386,7 @@ class Storage:
                 )
 
     # -- trials: the coordinator's side --------------------------------------------------
+    @_retrying
     def next_number(self, study_id: int) -> int:
         with self._tx() as conn:
             last = conn.execute(
@@ -318,40 +394,56 @@ class Storage:
             ).scalar()
         return 0 if last is None else last + 1
 
-    @_retrying
     def enqueue_trial(
         self, study_id: int, number: int, params: Mapping[str, Any], *,
         budget: int | None = None, attrs: Mapping[str, Any] | None = None,
     ) -> Trial | None:
-        """Queue trial `number`; None if the budget is spent or the number is taken (by
-        another coordinator), leaving the study unchanged."""
+        """Queue trial `number`; None if it is past the budget (numbers run 0, 1, ...) or
+        taken (by another coordinator, or by an earlier attempt of this one whose
+        acknowledgement a dropped connection lost)."""
+        if budget is not None and number >= budget:
+            return None
+        attrs = dict(attrs) if attrs else None
+        ids = self.enqueue_trials(study_id, [(number, params, attrs)])
+        if not ids:
+            return None
+        return Trial(id=ids[0], number=number, state=TrialState.QUEUED, params=dict(params),
+                     attrs=attrs, study_id=study_id)
+
+    @_retrying
+    def enqueue_trials(
+        self, study_id: int,
+        trials_: Iterable[tuple[int, Mapping[str, Any], Mapping[str, Any] | None]],
+    ) -> list[int]:
+        """Queue (number, params, attrs) trials in one transaction: their ids, or none of
+        them (an empty list) if any number is taken."""
+        ids = []
         try:
             with self._tx(write=True) as conn:
-                if budget is not None:
-                    total = conn.execute(
-                        sa.select(func.count()).where(trials.c.study_id == study_id)
-                    ).scalar_one()
-                    if total >= budget:
-                        return None
-                trial_id = conn.execute(
-                    trials.insert().values(
-                        study_id=study_id, number=number, state=TrialState.QUEUED.value,
-                        params=dict(params), queued_at=db_now(), epochs=0, retries=0,
-                        attrs=dict(attrs) if attrs else None,
-                    )
-                ).inserted_primary_key[0]
+                for number, params, attrs in trials_:
+                    ids.append(conn.execute(
+                        trials.insert().values(
+                            study_id=study_id, number=number, state=TrialState.QUEUED.value,
+                            params=dict(params), queued_at=db_now(), epochs=0, retries=0,
+                            attrs=dict(attrs) if attrs else None,
+                        )
+                    ).inserted_primary_key[0])
         except IntegrityError:
-            return None
-        return self.trial(trial_id)
+            return []
+        return ids
 
-    def counts(self, study_id: int) -> dict[TrialState, int]:
+    @_retrying
+    def counts(self, study_id: int, *,
+               states: Iterable[TrialState] | None = None) -> dict[TrialState, int]:
+        """Trials by state (of `states` only, when given: an index range, however large
+        the study)."""
+        query = sa.select(trials.c.state, func.count()).where(trials.c.study_id == study_id)
+        if states is not None:
+            states = [TrialState(s) for s in states]
+            query = query.where(trials.c.state.in_([s.value for s in states]))
         with self._tx() as conn:
-            rows = conn.execute(
-                sa.select(trials.c.state, func.count())
-                .where(trials.c.study_id == study_id)
-                .group_by(trials.c.state)
-            ).all()
-        counts = {state: 0 for state in TrialState}
+            rows = conn.execute(query.group_by(trials.c.state)).all()
+        counts = {state: 0 for state in (states if states is not None else TrialState)}
         counts.update({TrialState(state): n for state, n in rows})
         return counts
 
@@ -377,7 +469,7 @@ class Storage:
         once rather than after the lease's grace; returns the trial numbers."""
         numbers = []
         for worker in self.workers(alive_only=True):
-            if worker.host == host and not _pid_alive(worker.pid):
+            if worker.host == host and not pid_alive(worker.pid):
                 numbers += self.release_worker(worker.id, reason="worker process is gone",
                                                max_retries=max_retries)
         return numbers
@@ -431,31 +523,57 @@ class Storage:
 
     # -- trials: the worker's side --------------------------------------------------------
     @_retrying
-    def claim_trial(self, study_id: int, worker_id: int) -> Trial | None:
-        """Atomically take the lowest-numbered QUEUED trial of the study for this worker."""
-        next_queued = (
-            sa.select(trials.c.id)
-            .where(trials.c.study_id == study_id, trials.c.state == TrialState.QUEUED.value)
-            .order_by(trials.c.number)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
+    def claim_trial(
+        self, study: int | Iterable[int] | None, worker_id: int, *,
+        exclude: Iterable[int] = (), retry: bool = False,
+    ) -> Trial | None:
+        """Atomically take a QUEUED trial for this worker: the lowest-numbered of `study`
+        (an id, several, or None for any study but those in `exclude`)."""
+        next_queued = sa.select(trials.c.id).where(trials.c.state == TrialState.QUEUED.value)
+        if isinstance(study, int):
+            next_queued = next_queued.where(trials.c.study_id == study)
+        elif study is not None:
+            next_queued = next_queued.where(trials.c.study_id.in_(list(study)))
+        if exclude:
+            next_queued = next_queued.where(trials.c.study_id.not_in(list(exclude)))
+        next_queued = (next_queued.order_by(trials.c.number, trials.c.id).limit(1)
+                       .with_for_update(skip_locked=True))
         take = dict(state=TrialState.RUNNING.value, worker_id=worker_id, started_at=db_now())
         with self._tx(write=True) as conn:
+            if retry:  # the attempt that failed may have committed: never hold two trials
+                held = conn.execute(
+                    sa.select(trials).where(trials.c.worker_id == worker_id,
+                                            trials.c.state == TrialState.RUNNING.value)
+                ).first()
+                if held is not None:
+                    return _trial(held)
             if self.engine.dialect.update_returning and self.engine.dialect.name != "mysql":
                 # One statement: the subquery's row lock (or SQLite's write lock) makes it atomic.
-                trial_id = conn.execute(
+                row = conn.execute(
                     trials.update()
                     .where(trials.c.id == next_queued.scalar_subquery())
                     .values(**take)
-                    .returning(trials.c.id)
-                ).scalar()
+                    .returning(*trials.c)
+                ).first()
             else:
                 # MySQL/MariaDB: lock the row (skipping rows others hold), then take it.
                 trial_id = conn.execute(next_queued).scalar()
-                if trial_id is not None:
-                    conn.execute(trials.update().where(trials.c.id == trial_id).values(**take))
-        return None if trial_id is None else self.trial(trial_id)
+                if trial_id is None:
+                    return None
+                conn.execute(trials.update().where(trials.c.id == trial_id).values(**take))
+                row = conn.execute(sa.select(trials).where(trials.c.id == trial_id)).one()
+        return None if row is None else _trial(row)
+
+    @_retrying
+    def release_trial(self, trial_id: int, worker_id: int) -> None:
+        """Give back a claimed trial this worker cannot run (its study file is not here),
+        uncounted as a retry."""
+        with self._tx(write=True) as conn:
+            owned = conn.execute(
+                sa.select(trials.c.id).where(trials.c.id == trial_id,
+                                             trials.c.worker_id == worker_id)
+            ).scalars().all()
+            self._requeue(conn, owned, "released", None)
 
     @_retrying
     def report_epoch(
@@ -465,6 +583,13 @@ class Storage:
         """Store one epoch's metrics (`epoch` counts from the trial's first epoch, or from
         where its checkpoint left off); False when the trial is no longer this worker's."""
         clean = {k: _finite(v) for k, v in metrics.items()}
+        try:
+            return self._report_epoch(trial_id, worker_id, epoch, _finite(value), clean)
+        except IntegrityError:  # stored by an attempt whose acknowledgement was lost
+            return True
+
+    def _report_epoch(self, trial_id: int, worker_id: int, epoch: int, value: float | None,
+                      metrics: dict[str, float | None]) -> bool:
         with self._tx(write=True) as conn:
             owned = conn.execute(
                 trials.update()
@@ -474,7 +599,7 @@ class Storage:
             ).rowcount
             if owned:
                 conn.execute(epochs.insert().values(
-                    trial_id=trial_id, epoch=epoch, value=_finite(value), metrics=clean))
+                    trial_id=trial_id, epoch=epoch, value=value, metrics=metrics))
         return bool(owned)
 
     @_retrying
@@ -507,11 +632,13 @@ class Storage:
         return bool(done)
 
     # -- reading trials -------------------------------------------------------------
+    @_retrying
     def trial(self, trial_id: int) -> Trial:
         with self._tx() as conn:
             row = conn.execute(sa.select(trials).where(trials.c.id == trial_id)).one()
         return _trial(row)
 
+    @_retrying
     def trials(
         self, study_id: int, *, states: Iterable[TrialState] | None = None,
         numbers: Iterable[int] | None = None,
@@ -525,6 +652,18 @@ class Storage:
             rows = conn.execute(query.order_by(trials.c.number)).all()
         return [_trial(row) for row in rows]
 
+    @_retrying
+    def trials_by_id(self, ids: Iterable[int]) -> list[Trial]:
+        """These trials, looked up by primary key only: the cost does not grow with the
+        study (a polling loop's query)."""
+        ids = list(ids)
+        if not ids:
+            return []
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(trials).where(trials.c.id.in_(ids))).all()
+        return sorted((_trial(row) for row in rows), key=lambda t: t.number)
+
+    @_retrying
     def curves(self, study_id: int) -> tuple[dict[int, list[float | None]], frozenset[int]]:
         """Per-epoch values of the study's running and finished (not failed) trials, by
         trial number, and the numbers of those that are finished: what early stopping reads."""
@@ -544,6 +683,7 @@ class Storage:
                 finished.add(number)
         return values, frozenset(finished)
 
+    @_retrying
     def best_trial(self, study: StudyRecord) -> Trial | None:
         order = trials.c.value.desc() if study.sign > 0 else trials.c.value.asc()
         with self._tx() as conn:
@@ -556,6 +696,7 @@ class Storage:
             ).first()
         return None if row is None else _trial(row)
 
+    @_retrying
     def epochs(self, trial_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
         """Per-epoch metrics of these trials: {trial_id: [{epoch, value, metrics}, ...]}."""
         ids = list(trial_ids)
@@ -599,19 +740,75 @@ class Storage:
                 .values(stopped_at=db_now())
             )
 
+    @_retrying
     def workers(self, *, alive_only: bool = False) -> list[WorkerRecord]:
-        query = sa.select(workers).order_by(workers.c.id)
+        """Workers with the study and number of the trial each runs now (if any)."""
+        running = trials.c.state == TrialState.RUNNING.value
+        query = (
+            sa.select(workers, studies.c.name.label("study"), trials.c.number.label("trial"))
+            .outerjoin(trials, sa.and_(trials.c.worker_id == workers.c.id, running))
+            .outerjoin(studies, studies.c.id == trials.c.study_id)
+            .order_by(workers.c.id)
+        )
         if alive_only:
             query = query.where(workers.c.stopped_at.is_(None))
         with self._tx() as conn:
             return [WorkerRecord(**row._mapping) for row in conn.execute(query).all()]
 
+    @_retrying
+    def active_workers(self, study_id: int, *, grace: float) -> int:
+        """Live workers that may take this study's trials (its own, and any-study agents)."""
+        with self._tx() as conn:
+            return conn.execute(
+                sa.select(func.count()).where(
+                    workers.c.stopped_at.is_(None),
+                    workers.c.heartbeat_at >= db_now() - grace,
+                    sa.or_(workers.c.study_id.is_(None), workers.c.study_id == study_id),
+                )
+            ).scalar_one()
+
+    # -- the coordinator's lease ----------------------------------------------------------
+    @_retrying
+    def acquire_coordinator(self, study_id: int, owner: str, *, grace: float) -> str | None:
+        """Take (or renew) the study's coordinator lease for `owner`. Returns None when
+        `owner` holds it, else the holder: one active coordinator per study."""
+        with self._tx(write=True) as conn:
+            taken = conn.execute(
+                studies.update()
+                .where(studies.c.id == study_id,
+                       sa.or_(studies.c.coordinator.is_(None), studies.c.coordinator == owner,
+                              studies.c.coordinator_beat_at < db_now() - grace))
+                .values(coordinator=owner, coordinator_beat_at=db_now())
+            ).rowcount
+            if taken:
+                return None
+            return conn.execute(
+                sa.select(studies.c.coordinator).where(studies.c.id == study_id)
+            ).scalar_one()
+
+    @_retrying
+    def release_coordinator(self, study_id: int, owner: str) -> None:
+        with self._tx(write=True) as conn:
+            conn.execute(
+                studies.update()
+                .where(studies.c.id == study_id, studies.c.coordinator == owner)
+                .values(coordinator=None, coordinator_beat_at=None)
+            )
+
+    @_retrying
+    def update_definition(self, study_id: int, path: str | None, source_hash: str | None) -> None:
+        """Record the coordinator's copy of the study file: the one workers must match."""
+        with self._tx(write=True) as conn:
+            conn.execute(studies.update().where(studies.c.id == study_id)
+                         .values(definition=path, definition_hash=source_hash))
+
+    @_retrying
     def now(self) -> float:
         with self._tx() as conn:
             return conn.execute(sa.select(db_now())).scalar_one()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -623,6 +820,5 @@ def _pid_alive(pid: int) -> bool:
 
 def _trial(row: Any) -> Trial:
     data = dict(row._mapping)
-    data.pop("study_id")
     data["state"] = TrialState(data["state"])
     return Trial(**data)

@@ -16,6 +16,7 @@ class GridSearch(Strategy):
     """
 
     name = "grid"
+    learns = False
 
     def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial],
               settings: Mapping[str, Any] | None = None) -> None:

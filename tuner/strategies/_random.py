@@ -13,6 +13,7 @@ class RandomSearch(Strategy):
     study's seed and n, so a resumed or parallel study draws the same configurations."""
 
     name = "random"
+    learns = False
 
     def ask(self, number: int, space: Space) -> dict[str, Any]:
         return space.sample(np.random.default_rng(trial_seed(self.seed, number)))

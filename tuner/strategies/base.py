@@ -44,6 +44,8 @@ class Strategy(ABC):
     """
 
     name: ClassVar[str]
+    #: whether results shape later proposals; one that does not may be queued far ahead
+    learns: ClassVar[bool] = True
 
     def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial],
               settings: Mapping[str, Any] | None = None) -> None:

@@ -1,0 +1,39 @@
+"""What running a trial yields, and the Keras-free path: a plain `objective(hp)`."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.hyperparameters import HyperParameters
+from tuner.space import Space
+
+
+class TrialLost(Exception):
+    """The worker's lease on the trial was taken away while it trained."""
+
+
+@dataclass
+class Outcome:
+    value: float | None
+    best_epoch: int | None
+    params: dict[str, Any]
+    space: Space = field(default_factory=Space)
+    pruned: bool = False
+
+
+def run_objective(objective: Callable[[Any], Any], space: Space, params: Mapping[str, Any], *,
+                  metric: str, seed: int) -> Outcome:
+    """Call a study's `objective(hp)`: it returns the metric's value, or a mapping holding
+    it. Nothing is imported beyond the objective's own needs, so such trials cost little."""
+    random.seed(seed)
+    hp = HyperParameters(space, params)
+    returned = objective(hp)
+    if isinstance(returned, Mapping):
+        if metric not in returned:
+            raise KeyError(f"objective returned {sorted(returned)}, without {metric!r}")
+        returned = returned[metric]
+    return Outcome(value=float(returned), best_epoch=None, params=dict(hp.values),
+                   space=hp.space)
