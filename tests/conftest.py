@@ -72,3 +72,25 @@ def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         preexec_fn=_as_from_a_terminal,
     )
+
+
+SHOWCASE_NAMES = {"learners": "learners", "pbt": "pbt_digits", "faults": '<b>faults</b> & "co"'}
+
+
+@pytest.fixture(scope="session")
+def showcase(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database of real small studies, for the read-only views (dashboard, reports,
+    exports): a grid with early stopping (COMPLETE and PRUNED trials, learning curves),
+    a PBT population (lineage) and a study of failing trials whose name is HTML."""
+    from tuner import InProcess, Study
+
+    folder = tmp_path_factory.mktemp("showcase")
+    url = f"sqlite:///{folder / 'tuner.db'}"
+    runs = [("learners", {"strategy": "grid", "early_stop": "asha", "seed": 4}, 8),
+            ("pbt_digits", {"strategy": "pbt", "seed": 3,
+                            "artifacts": str(folder / "artifacts")}, 4),
+            ("faults", {"strategy": "grid", "seed": 1, "name": SHOWCASE_NAMES["faults"]}, 5)]
+    for file, options, trials in runs:
+        study = Study.create(definition=STUDIES / f"{file}.py", storage=url, **options)
+        study.optimize(trials=trials, executor=InProcess())
+    return url

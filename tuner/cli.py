@@ -247,8 +247,19 @@ def export(
     format: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.csv,
     output: Annotated[Path | None, typer.Option("--out", help="File to write [default: stdout].")]
     = None,
+    tensorboard: Annotated[Path | None, typer.Option(
+        "--tensorboard", help="Write the finished trials as TensorBoard HParams runs into this "
+        "folder instead (`tensorboard --logdir DIR`, HPARAMS tab).")] = None,
 ) -> None:
     """Export every trial of a study (JSON includes the per-epoch metrics)."""
+    if tensorboard is not None:
+        from tuner.tensorboard_export import export_tensorboard  # loads TensorFlow
+
+        with captured_stderr():
+            runs = export_tensorboard(Storage(storage), name, tensorboard)
+        err.print(f"Wrote {runs} runs to {tensorboard}: tensorboard --logdir {tensorboard}",
+                  highlight=False, markup=False)
+        return
     study = Study.load(name, storage=storage)
     rows = [trial_row(t) for t in study.trials]
     if format == Format.json:
@@ -272,6 +283,36 @@ def export(
     else:
         output.write_text(text)
         err.print(f"Wrote {len(rows)} trials to {output}", highlight=False)
+
+
+class ReportFormat(StrEnum):
+    html = "html"
+    md = "md"
+
+
+@app.command()
+@friendly
+def report(
+    name: NameArg,
+    storage: StorageOpt = DEFAULT_URL,
+    format: Annotated[ReportFormat, typer.Option(
+        "--format", help="html, or md (Markdown, charts as data-URI images).")] = ReportFormat.html,
+    output: Annotated[Path | None, typer.Option("--out", help="File to write [default: stdout].")]
+    = None,
+) -> None:
+    """Write a study's report, one self-contained file for a pull request or a paper: setup,
+    top trials, the best configuration and how to rebuild it, charts."""
+    from tuner.report import render_report  # matplotlib loads for this command only
+
+    text = render_report(Storage(storage), name, format.value)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise TunerError(f"cannot write {output}: {exc.strerror or exc}") from None
+    err.print(f"Wrote {output}", highlight=False, markup=False)
 
 
 @app.command()
@@ -337,6 +378,29 @@ def list_workers(
         out.print(f"No {'' if all_ else 'live '}workers in {safe_url(storage)}.")
         return
     out.print(workers_table(records, store.now(), CoordinatorOptions().lease_grace))
+
+
+@app.command()
+@friendly
+def dashboard(
+    storage: StorageOpt = DEFAULT_URL,
+    host: Annotated[str, typer.Option(
+        help="Address to listen on. Any other than loopback needs a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    token: Annotated[str | None, typer.Option(
+        envvar="TUNER_DASHBOARD_TOKEN", show_envvar=True,
+        help="A secret every request must carry (?token=... once, then a cookie; or "
+             "'Authorization: Bearer ...').")] = None,
+) -> None:
+    """Serve the read-only web dashboard of studies, trials and workers (and its JSON API)."""
+    from tuner.dashboard import check_bind, serve
+
+    check_bind(host, token)
+    Storage(storage)  # a bad URL or an unreachable server is one clear error, before serving
+    shown = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+    out.print(f"Dashboard of {safe_url(storage)} on {shown} (Ctrl-C to stop)",
+              highlight=False, markup=False)
+    serve(storage, host=host, port=port, token=token)
 
 
 def main() -> None:

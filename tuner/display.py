@@ -166,12 +166,8 @@ def workers_table(records: Iterable[WorkerRecord], now: float, grace: float) -> 
         table.add_column(column, justify="right" if column in ("id", "pid", "done") else "left")
     for w in records:
         age = now - w.heartbeat_at
-        if w.stopped_at is not None:
-            state = "stopped"
-        else:
-            state = "live" if age <= grace else "lost"
         table.add_row(
-            str(w.id), w.host, str(w.pid), w.device, state,
+            str(w.id), w.host, str(w.pid), w.device, w.status(now, grace),
             f"{w.study} #{w.trial}" if w.trial is not None else "-",
             f"{age:.1f} s ago" if age < 60 else f"{fmt_seconds(age)} ago", str(w.trials_done),
         )

@@ -337,6 +337,10 @@ class Space:
     def __len__(self) -> int:
         return len(self._params)
 
+    @property
+    def names(self) -> list[str]:
+        return list(self._params)
+
     def __contains__(self, name: object) -> bool:
         return name in self._params
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner import analysis
 from tuner.artifacts import Artifacts
 from tuner.coordinator import Coordinator, CoordinatorOptions, Progress
 from tuner.definition import StudyDefinition, load_definition
@@ -204,12 +205,7 @@ class Study:
     def schedule(self, trial: Trial | None = None) -> list[Trial]:
         """The trials whose checkpoints led to `trial` (the best by default), oldest first:
         under PBT, the hyperparameter schedule that produced that model."""
-        trial = trial or self.best_trial
-        by_number = {t.number: t for t in self.trials}
-        chain = [trial]
-        while chain[-1].attrs and chain[-1].attrs.get("segment", {}).get("restore") is not None:
-            chain.append(by_number[chain[-1].attrs["segment"]["restore"]])
-        return chain[::-1]
+        return analysis.schedule(self.trials, trial or self.best_trial)
 
     def export_best_model(self, path: str | Path) -> Trial:
         """Save the best trial's trained model (from its checkpoint) as a `.keras` file."""

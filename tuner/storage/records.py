@@ -76,3 +76,9 @@ class WorkerRecord:
     trials_done: int
     study: str | None = None  # the study of the trial it runs now, if any
     trial: int | None = None  # that trial's number
+
+    def status(self, now: float, grace: float) -> str:
+        """stopped (cleanly), live (heartbeat within `grace` seconds) or lost."""
+        if self.stopped_at is not None:
+            return "stopped"
+        return "live" if now - self.heartbeat_at <= grace else "lost"

@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -314,31 +315,38 @@ class Storage:
     @_retrying
     def study_by_id(self, study_id: int) -> StudyRecord:
         with self._tx() as conn:
-            row = conn.execute(sa.select(studies).where(studies.c.id == study_id)).one()
+            row = conn.execute(sa.select(studies).where(studies.c.id == study_id)).first()
+        if row is None:
+            raise StudyNotFound(f"no study with id {study_id} in {safe_url(self.url)}")
         return StudyRecord(**row._mapping)
 
     @_retrying
-    def list_studies(self) -> list[StudySummary]:
+    def list_studies(self, study_id: int | None = None) -> list[StudySummary]:
+        """Every study (or the one with `study_id`) with its trials by state, best value
+        and last activity."""
+        def only(query: Any, column: Any) -> Any:
+            return query if study_id is None else query.where(column == study_id)
+
         with self._tx() as conn:
-            rows = conn.execute(sa.select(studies).order_by(studies.c.id)).all()
+            rows = conn.execute(only(sa.select(studies), studies.c.id).order_by(studies.c.id)).all()
             counts = conn.execute(
-                sa.select(trials.c.study_id, trials.c.state, func.count())
+                only(sa.select(trials.c.study_id, trials.c.state, func.count()), trials.c.study_id)
                 .group_by(trials.c.study_id, trials.c.state)
             ).all()
             activity = dict(
                 conn.execute(
-                    sa.select(
+                    only(sa.select(
                         trials.c.study_id,
                         func.max(func.coalesce(trials.c.finished_at, trials.c.started_at,
                                                trials.c.queued_at)),
-                    ).group_by(trials.c.study_id)
+                    ), trials.c.study_id).group_by(trials.c.study_id)
                 ).all()
             )
             best = {}
             for direction, agg in (("maximize", func.max), ("minimize", func.min)):
                 best.update(
                     conn.execute(
-                        sa.select(trials.c.study_id, agg(trials.c.value))
+                        only(sa.select(trials.c.study_id, agg(trials.c.value)), trials.c.study_id)
                         .join(studies, studies.c.id == trials.c.study_id)
                         .where(studies.c.direction == direction,
                                trials.c.state == TrialState.COMPLETE.value)
@@ -653,6 +661,58 @@ class Storage:
         return [_trial(row) for row in rows]
 
     @_retrying
+    def trial_page(
+        self, study_id: int, *, sort: str = "number", descending: bool = False,
+        states: Iterable[TrialState] | None = None, filters: Iterable[TrialFilter] = (),
+        numeric: Iterable[str] = (), offset: int = 0, limit: int = 50,
+    ) -> tuple[int, list[Trial]]:
+        """One page of the study's trials, filtered and sorted in the database (so a page
+        costs an index range and a top-N sort, not the whole study), and how many match.
+        `sort` and a filter's `field` are a column (number, value, epochs, duration) or a
+        parameter's name; `numeric` names the parameters compared as numbers."""
+        numeric = set(numeric)
+        where = [trials.c.study_id == study_id]
+        if states is not None:
+            where.append(trials.c.state.in_([TrialState(s).value for s in states]))
+        for f in filters:
+            where.append(_compare(_trial_field(f.field, numeric), f.op, f.value))
+        key = _trial_field(sort, numeric)
+        order = [key.desc() if descending else key.asc()]
+        if sort != "number":  # ties, and missing values last whichever the direction
+            order = [key.is_(None).asc(), *order, trials.c.number.asc()]
+        with self._tx() as conn:
+            total = conn.execute(sa.select(func.count()).select_from(trials).where(*where)).scalar()
+            rows = conn.execute(
+                sa.select(trials).where(*where).order_by(*order).offset(offset).limit(limit)
+            ).all()
+        return int(total or 0), [_trial(row) for row in rows]
+
+    @_retrying
+    def recent_trials(self, study_id: int, *, states: Iterable[TrialState],
+                      limit: int) -> list[Trial]:
+        """The `limit` highest-numbered trials in these states, in number order."""
+        query = (sa.select(trials)
+                 .where(trials.c.study_id == study_id,
+                        trials.c.state.in_([TrialState(s).value for s in states]))
+                 .order_by(trials.c.number.desc()).limit(limit))
+        with self._tx() as conn:
+            rows = conn.execute(query).all()
+        return [_trial(row) for row in reversed(rows)]
+
+    @_retrying
+    def finished_values(self, study_id: int) -> list[tuple[int, float, float]]:
+        """(number, finished_at, value) of every completed trial with a value, in the order
+        they finished: the study's history, without loading whole rows."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(trials.c.number, trials.c.finished_at, trials.c.value)
+                .where(trials.c.study_id == study_id,
+                       trials.c.state == TrialState.COMPLETE.value, trials.c.value.is_not(None))
+                .order_by(trials.c.finished_at, trials.c.number)
+            ).all()
+        return [tuple(row) for row in rows]
+
+    @_retrying
     def trials_by_id(self, ids: Iterable[int]) -> list[Trial]:
         """These trials, looked up by primary key only: the cost does not grow with the
         study (a polling loop's query)."""
@@ -816,6 +876,35 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # alive, someone else's
         return True
     return True
+
+
+@dataclass(frozen=True)
+class TrialFilter:
+    """`field op value`, e.g. value >= 0.9 or units = 64 (a column or a parameter)."""
+    field: str
+    op: str
+    value: float | str
+
+
+_COLUMNS = {"number": trials.c.number, "value": trials.c.value, "epochs": trials.c.epochs,
+            "duration": trials.c.finished_at - trials.c.started_at}
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "=": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+}
+
+
+def _trial_field(field: str, numeric: set[str]) -> Any:
+    if field in _COLUMNS:
+        return _COLUMNS[field]
+    element = trials.c.params[field]  # JSON path: the same on SQLite, PostgreSQL and MySQL
+    return element.as_float() if field in numeric else element.as_string()
+
+
+def _compare(column: Any, op: str, value: float | str) -> Any:
+    if op not in _OPS:
+        raise ValueError(f"unknown comparison {op!r} (use one of {' '.join(_OPS)})")
+    return _OPS[op](column, value)
 
 
 def _trial(row: Any) -> Trial:

@@ -1,0 +1,124 @@
+"""What the dashboard and the reports show, computed from stored trials: the best-so-far
+history, parameter importance and PBT lineage. Plain data; each view draws it its own way."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tuner.space import Space
+from tuner.states import TrialState
+from tuner.storage.records import StudyRecord, Trial
+
+log = logging.getLogger(__name__)
+
+IMPORTANCE_TRIALS = 2000  # fANOVA on the latest this many: seconds, not minutes, at 100k
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    number: int
+    finished_at: float
+    value: float
+    best: float  # the best value among this trial and all that finished before it
+
+
+def history(study: StudyRecord, trials: Sequence[Trial]) -> list[HistoryPoint]:
+    """Completed trials in the order they finished, each with the best value so far."""
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+                  key=lambda t: (t.finished_at or 0.0, t.number))
+    points: list[HistoryPoint] = []
+    best = -math.inf
+    for trial in done:
+        best = max(best, study.sign * trial.value)  # type: ignore[operator]
+        points.append(HistoryPoint(trial.number, trial.finished_at or 0.0, trial.value,  # type: ignore[arg-type]
+                                   study.sign * best))
+    return points
+
+
+def improvements(points: Sequence[HistoryPoint]) -> list[HistoryPoint]:
+    """The points where the best changed, and the last: the whole step curve, in few points."""
+    kept = [p for i, p in enumerate(points) if i == 0 or p.best != points[i - 1].best]
+    if points and kept[-1] is not points[-1]:
+        kept.append(points[-1])
+    return kept
+
+
+def importance(study: StudyRecord, trials: Sequence[Trial],
+               limit: int = IMPORTANCE_TRIALS) -> dict[str, float]:
+    """Optuna's fANOVA importance of each parameter for the metric, most important first;
+    empty while there is too little to go on (fewer than two completed trials, say)."""
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    from tuner.strategies._bayes import distribution
+
+    space = Space.from_dict(study.space)
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    done = sorted(done, key=lambda t: t.number)[-limit:]
+    frozen = []
+    for trial in done:
+        params = space.active(trial.params)
+        dists = {n: d for n in params if n in space and (d := distribution(space[n])) is not None}
+        try:
+            frozen.append(optuna.trial.create_trial(
+                params={n: params[n] for n in dists}, distributions=dists, value=trial.value))
+        except ValueError:  # the space changed since this trial ran
+            continue
+    if len(frozen) < 2:
+        return {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ostudy = optuna.create_study(direction=study.direction)
+    ostudy.add_trials(frozen)
+    try:
+        result = get_param_importances(ostudy, evaluator=FanovaImportanceEvaluator(seed=0))
+    except (RuntimeError, ValueError) as exc:  # e.g. no parameter varies yet
+        log.debug("no importance for %s: %s", study.name, exc)
+        return {}
+    return {name: float(value) for name, value in result.items()}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One PBT trial: a member's stretch of epochs, and where its weights came from."""
+    number: int
+    member: int
+    generation: int
+    start: int
+    epochs: int
+    restored_from: int | None  # the trial whose checkpoint it continued
+    copied_from: int | None  # the member it exploited, if it did
+    value: float | None
+    params: Mapping[str, Any]
+
+
+def lineage(trials: Sequence[Trial]) -> list[Segment]:
+    """Every PBT segment, in trial order; empty for other strategies."""
+    segments = []
+    for t in sorted(trials, key=lambda t: t.number):
+        attrs = t.attrs or {}
+        if "member" not in attrs:
+            continue
+        segment = attrs.get("segment", {})
+        segments.append(Segment(
+            number=t.number, member=attrs["member"], generation=attrs.get("generation", 0),
+            start=segment.get("start", 0), epochs=segment.get("epochs", t.epochs),
+            restored_from=segment.get("restore"), copied_from=attrs.get("copied_from"),
+            value=t.value, params=t.params,
+        ))
+    return segments
+
+
+def schedule(trials: Sequence[Trial], trial: Trial) -> list[Trial]:
+    """The trials whose checkpoints led to `trial`, oldest first: under PBT, the
+    hyperparameter schedule that produced its model; just `trial` otherwise."""
+    by_number = {t.number: t for t in trials}
+    chain = [trial]
+    while (restore := ((chain[-1].attrs or {}).get("segment") or {}).get("restore")) is not None:
+        if restore not in by_number or len(chain) > len(by_number):
+            break
+        chain.append(by_number[restore])
+    return chain[::-1]

@@ -1,0 +1,278 @@
+"""The dashboard: server-side pages and a JSON API over the same reads, read-only.
+
+Pages are rendered by Jinja2 with autoescaping (names, parameter values and error texts
+are user input); they update themselves by polling the study's version and fetching
+fresh fragments and chart data. The API is documented at /api/openapi.json."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import socket
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Annotated, Any
+
+import plotly
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from tuner.dashboard import charts, data
+from tuner.display import fmt, fmt_seconds
+from tuner.errors import StudyNotFound, TunerError
+from tuner.space import Space, describe
+from tuner.states import TrialState
+from tuner.storage import Storage, StudyRecord
+
+HERE = Path(__file__).parent
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+TOKEN_COOKIE = "tuner_token"
+TrialQueryParams = Annotated[data.TrialQuery, Query()]
+# Plotly's WebGL traces compile shaders with `new Function`: hence 'unsafe-eval'; no inline
+# script is ever allowed, so injected markup could not run even if it got through.
+CSP = ("default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only listens on this machine (a name is resolved first)."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback
+                                   for a in addresses)
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _ago(seconds: float | None, now: float) -> str:
+    if seconds is None:
+        return "-"
+    age = max(0.0, now - seconds)
+    return f"{age:.0f} s ago" if age < 60 else f"{fmt_seconds(age)} ago"
+
+
+def create_app(storage: Storage | str, *, token: str | None = None) -> FastAPI:
+    store = storage if isinstance(storage, Storage) else Storage(storage)
+    cache = data.Cache()
+    app = FastAPI(title="Tuner dashboard", version="1", openapi_url="/api/openapi.json",
+                  docs_url=None, redoc_url=None,
+                  description="Read-only JSON API of studies, trials and workers.")
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters.update(fmt=fmt, seconds=fmt_seconds, when=_when,
+                                 quote=lambda s: urllib.parse.quote(str(s), safe=""))
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        if token is not None:
+            given = (request.query_params.get("token")
+                     or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                     or request.cookies.get(TOKEN_COOKIE, ""))
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return PlainTextResponse(
+                    "a token is required: open the URL with ?token=..., or send "
+                    "'Authorization: Bearer <token>'", status_code=401)
+        response = await call_next(request)
+        if token is not None and request.query_params.get("token"):
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @app.exception_handler(StudyNotFound)
+    async def not_found(request: Request, exc: StudyNotFound) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": str(exc)}, status_code=404)
+        return templates.TemplateResponse(request, "error.html", {"message": str(exc)},
+                                          status_code=404)
+
+    @app.exception_handler(data.BadQuery)
+    async def bad_query(request: Request, exc: data.BadQuery) -> Response:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    def study(study_id: int) -> StudyRecord:
+        return store.study_by_id(study_id)
+
+    def cached(record: StudyRecord, kind: str, compute: Any) -> Any:
+        return cache.get(record, kind, data.version(store, record), compute)
+
+    def figures(record: StudyRecord) -> dict[str, Any]:
+        points = cached(record, "history", lambda: data.history(store, record))
+        figs = {"history-trials": charts.history(points, record.metric, over="trials"),
+                "history-time": charts.history(points, record.metric, over="time"),
+                "curves": charts.curves(data.curves(store, record), record.metric),
+                "parallel": charts.parallel(
+                    cached(record, "parallel", lambda: data.parallel(store, record)),
+                    record.metric),
+                "importance": charts.importance(
+                    cached(record, "importance", lambda: data.importance(store, record)))}
+        if record.strategy == "pbt":
+            lineage = data.lineage(store, record)
+            figs["lineage"] = charts.lineage(lineage["segments"], record.metric)
+        return figs
+
+    # -- JSON API -----------------------------------------------------------------------
+
+    @app.get("/api/studies", tags=["studies"])
+    def api_studies() -> list[dict[str, Any]]:
+        """Every study: setup, trials by state, best value, last activity."""
+        return data.studies(store)
+
+    @app.get("/api/study", tags=["studies"])
+    def api_study_by_name(name: str) -> dict[str, Any]:
+        """One study, looked up by its name (which may hold any character)."""
+        return data.study_dict(store.get_study(name))
+
+    @app.get("/api/studies/{study_id}", tags=["studies"])
+    def api_study(study_id: int) -> dict[str, Any]:
+        """One study's setup: strategy, metric, direction, search space, settings."""
+        return data.study_dict(study(study_id))
+
+    @app.get("/api/studies/{study_id}/version", tags=["studies"])
+    def api_version(study_id: int) -> dict[str, str]:
+        """A token that changes whenever anything shown of the study changes: poll it."""
+        return {"version": data.version(store, study(study_id))}
+
+    @app.get("/api/studies/{study_id}/trials", tags=["trials"])
+    def api_trials(study_id: int, query: TrialQueryParams) -> dict[str, Any]:
+        """One page of trials. `sort`: number, value, epochs, duration or a parameter;
+        `order`: best (the default: best values first), asc or desc; `state`: one state;
+        `filter`: comma-separated conditions such as `value >= 0.9, units = 64`."""
+        return data.trial_page(store, study(study_id), query)
+
+    @app.get("/api/studies/{study_id}/trials/{number}", tags=["trials"])
+    def api_trial(study_id: int, number: int) -> dict[str, Any]:
+        """One trial: parameters, per-epoch metrics, timings, worker, error text."""
+        return trial_detail(study(study_id), number)
+
+    @app.get("/api/studies/{study_id}/history", tags=["charts"])
+    def api_history(study_id: int) -> list[dict[str, Any]]:
+        """Completed trials in finishing order with the best value so far."""
+        record = study(study_id)
+        return cached(record, "history", lambda: data.history(store, record))
+
+    @app.get("/api/studies/{study_id}/curves", tags=["charts"])
+    def api_curves(study_id: int) -> list[dict[str, Any]]:
+        """Per-epoch values of the best and the latest trials, with their states."""
+        return data.curves(store, study(study_id))
+
+    @app.get("/api/studies/{study_id}/parallel", tags=["charts"])
+    def api_parallel(study_id: int) -> dict[str, Any]:
+        """Parameters and values of the latest completed trials."""
+        record = study(study_id)
+        return cached(record, "parallel", lambda: data.parallel(store, record))
+
+    @app.get("/api/studies/{study_id}/importance", tags=["charts"])
+    def api_importance(study_id: int) -> dict[str, float]:
+        """Optuna's fANOVA importance of each parameter, most important first."""
+        record = study(study_id)
+        return cached(record, "importance", lambda: data.importance(store, record))
+
+    @app.get("/api/studies/{study_id}/lineage", tags=["charts"])
+    def api_lineage(study_id: int) -> dict[str, Any]:
+        """PBT: every segment (member, generation, epochs, whom it copied) and the best
+        trial's hyperparameter schedule. Empty for other strategies."""
+        return data.lineage(store, study(study_id))
+
+    @app.get("/api/studies/{study_id}/charts", tags=["charts"])
+    def api_charts(study_id: int) -> dict[str, Any]:
+        """The study page's Plotly figures, by chart id."""
+        return figures(study(study_id))
+
+    @app.get("/api/workers", tags=["workers"])
+    def api_workers(all: bool = False) -> list[dict[str, Any]]:
+        """Workers (live ones unless `all`): host, device, current trial, heartbeat age."""
+        now = store.now()
+        return [data.worker_dict(w, now) for w in store.workers(alive_only=not all)]
+
+    def trial_detail(record: StudyRecord, number: int) -> dict[str, Any]:
+        found = store.trials(record.id, numbers=[number])
+        if not found:
+            raise StudyNotFound(f"study {record.name!r} has no trial #{number}")
+        trial = found[0]
+        worker = None
+        if trial.worker_id is not None:
+            now = store.now()
+            worker = next((data.worker_dict(w, now) for w in store.workers()
+                           if w.id == trial.worker_id), None)
+        return {**data.trial_dict(trial), "per_epoch": store.epochs([trial.id])[trial.id],
+                "worker": worker}
+
+    # -- pages ----------------------------------------------------------------------------
+    def page(request: Request, name: str, **context: Any) -> HTMLResponse:
+        fragment = request.query_params.get("fragment")
+        template = f"_{fragment}.html" if fragment in context.get("fragments", ()) else name
+        return templates.TemplateResponse(request, template,
+                                          {"now": store.now(), "ago": _ago, **context})
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def studies_page(request: Request) -> HTMLResponse:
+        return page(request, "studies.html", studies=data.studies(store),
+                    states=list(TrialState), fragments=("studies",))
+
+    @app.get("/studies/{study_id}", response_class=HTMLResponse, include_in_schema=False)
+    def study_page(request: Request, study_id: int, query: TrialQueryParams) -> HTMLResponse:
+        record = study(study_id)
+        space = Space.from_dict(record.space)
+        try:
+            table, error = data.trial_page(store, record, query), None
+        except data.BadQuery as exc:
+            table, error = None, str(exc)
+        summary = next(s for s in data.studies(store) if s["id"] == record.id)
+        return page(request, "study.html", study=record, summary=summary, table=table,
+                    error=error, query=query, params=space.names,
+                    space=[(p.name, describe(p)) for p in space], states=list(TrialState),
+                    page_sizes=data.PAGE_SIZES, fragments=("summary", "table"),
+                    lineage=data.lineage(store, record) if record.strategy == "pbt" else None)
+
+    @app.get("/studies/{study_id}/trials/{number}", response_class=HTMLResponse,
+             include_in_schema=False)
+    def trial_page(request: Request, study_id: int, number: int) -> HTMLResponse:
+        record = study(study_id)
+        detail = trial_detail(record, number)
+        metrics = sorted({k for e in detail["per_epoch"] for k in (e["metrics"] or {})})
+        figure = charts.curves([{"number": number, "state": detail["state"],
+                                 "epochs": [e["epoch"] for e in detail["per_epoch"]],
+                                 "values": [e["value"] for e in detail["per_epoch"]]}],
+                               record.metric)
+        return page(request, "trial.html", study=record, trial=detail, metrics=metrics,
+                    figure=figure, fragments=("trial",))
+
+    @app.get("/workers", response_class=HTMLResponse, include_in_schema=False)
+    def workers_page(request: Request, all: bool = False) -> HTMLResponse:
+        now = store.now()
+        rows = [data.worker_dict(w, now) for w in store.workers(alive_only=not all)]
+        return page(request, "workers.html", workers=rows, all=all, fragments=("workers",))
+
+    @app.get("/vendor/plotly.min.js", include_in_schema=False)
+    def plotly_js() -> FileResponse:
+        return FileResponse(PLOTLY_JS, media_type="text/javascript",
+                            headers={"Cache-Control": "max-age=86400"})
+
+    app.state.storage = store
+    return app
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to serve beyond this machine without a token."""
+    if not token and not is_loopback(host):
+        raise TunerError(
+            f"refusing to listen on {host!r} without a token: anyone who can reach it could "
+            "read every study. Pass --token (or set TUNER_DASHBOARD_TOKEN), or bind 127.0.0.1")
+
+
+def serve(storage: str, *, host: str = "127.0.0.1", port: int = 8080,
+          token: str | None = None) -> None:
+    import uvicorn
+
+    check_bind(host, token)
+    uvicorn.run(create_app(storage, token=token), host=host, port=port, log_level="warning")

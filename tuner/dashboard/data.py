@@ -1,0 +1,209 @@
+"""What the dashboard's pages and its JSON API show, read from the storage as plain data.
+
+Pages and API call the same functions, so they always agree. Reads that grow with the
+study (history, importance, parallel coordinates) are cached until the study changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuner import analysis
+from tuner.coordinator import CoordinatorOptions
+from tuner.errors import TunerError
+from tuner.space import Choice, Fixed, Float, Int, Space
+from tuner.states import TrialState
+from tuner.storage import Storage, StudyRecord, Trial, TrialFilter, WorkerRecord
+
+PAGE_SIZES = (25, 50, 100, 200)
+CURVES = 40  # learning curves drawn: the best and the latest trials
+PARALLEL_TRIALS = 1000  # the latest completed trials in the parallel-coordinates plot
+_CONDITION = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$")
+
+
+class BadQuery(TunerError):
+    """A sort or filter the trials table cannot apply: shown to the user, not a 500."""
+
+
+def study_dict(study: StudyRecord) -> dict[str, Any]:
+    return {"id": study.id, "name": study.name, "metric": study.metric,
+            "direction": study.direction, "strategy": study.strategy, "seed": study.seed,
+            "created_at": study.created_at, "space": study.space, "settings": study.settings}
+
+
+def trial_dict(trial: Trial) -> dict[str, Any]:
+    return {"number": trial.number, "state": trial.state.value, "value": trial.value,
+            "params": trial.params, "epochs": trial.epochs, "best_epoch": trial.best_epoch,
+            "retries": trial.retries, "worker_id": trial.worker_id, "error": trial.error,
+            "attrs": trial.attrs, "queued_at": trial.queued_at, "started_at": trial.started_at,
+            "finished_at": trial.finished_at, "duration": trial.duration}
+
+
+def worker_dict(worker: WorkerRecord, now: float) -> dict[str, Any]:
+    return {"id": worker.id, "host": worker.host, "pid": worker.pid, "device": worker.device,
+            "status": worker.status(now, CoordinatorOptions().lease_grace),
+            "study": worker.study, "trial": worker.trial,
+            "heartbeat_age": now - worker.heartbeat_at, "started_at": worker.started_at,
+            "trials_done": worker.trials_done}
+
+
+def studies(storage: Storage) -> list[dict[str, Any]]:
+    rows = []
+    for summary in storage.list_studies():
+        counts = {state.value: summary.counts.get(state, 0) for state in TrialState}
+        rows.append({**study_dict(summary.study), "counts": counts,
+                     "trials": sum(counts.values()), "best_value": summary.best_value,
+                     "last_activity": summary.last_activity,
+                     "state": "running" if counts["QUEUED"] + counts["RUNNING"] else "idle"})
+    return rows
+
+
+def numeric_params(space: Space) -> set[str]:
+    """Parameters whose values compare as numbers (in SQL as in the filter box)."""
+    return {p.name for p in space if isinstance(p, (Int, Float)) or (
+        isinstance(p, Choice) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                      for v in p.values))}
+
+
+class TrialQuery(BaseModel):
+    """The trials table's state: sort, filters and page, as the URL gives them."""
+    model_config = ConfigDict(frozen=True)
+
+    sort: str = "value"
+    order: str = Field("best", description="best (best values first), asc or desc")
+    state: str = Field("", description="only trials in this state")
+    filter: str = Field("", description="e.g. value >= 0.9, units = 64, activation != relu")
+    page: int = Field(1, ge=1)
+    per_page: int = Field(50, ge=1, le=max(PAGE_SIZES))
+
+
+def parse_filter(text: str, study: StudyRecord, space: Space) -> list[TrialFilter]:
+    numeric = numeric_params(space) | {"number", "value", "epochs", "duration"}
+    fields = {"number", "value", "epochs", "duration", *space.names}
+    filters = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        match = _CONDITION.match(part)
+        if not match:
+            raise BadQuery(f"cannot read the filter {part!r}: write e.g. value >= 0.9, "
+                           "units = 64, activation != relu")
+        field, op, raw = match.groups()
+        if field not in fields:
+            raise BadQuery(f"no column or parameter named {field!r} in study {study.name!r}")
+        value: float | str = raw.strip("'\"")
+        if field in numeric:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise BadQuery(f"{field} is a number: cannot compare it with {raw!r}") from None
+        filters.append(TrialFilter(field, op, value))
+    return filters
+
+
+def trial_page(storage: Storage, study: StudyRecord, query: TrialQuery) -> dict[str, Any]:
+    space = Space.from_dict(study.space)
+    if query.sort not in {"number", "value", "epochs", "duration", *space.names}:
+        raise BadQuery(f"cannot sort by {query.sort!r}: no such column or parameter")
+    if query.state and query.state not in TrialState.__members__:
+        states = ", ".join(TrialState.__members__)
+        raise BadQuery(f"no trial state {query.state!r} (one of {states})")
+    if query.order not in ("best", "asc", "desc"):
+        raise BadQuery(f"order is best, asc or desc, not {query.order!r}")
+    per_page = max(1, min(query.per_page, max(PAGE_SIZES)))
+    page = max(1, query.page)
+    descending = query.order == "desc" or (
+        query.order == "best" and (query.sort != "value" or study.sign > 0))
+    total, rows = storage.trial_page(
+        study.id, sort=query.sort, descending=descending,
+        states=[TrialState(query.state)] if query.state else None,
+        filters=parse_filter(query.filter, study, space), numeric=numeric_params(space),
+        offset=(page - 1) * per_page, limit=per_page)
+    return {"total": total, "page": page, "per_page": per_page,
+            "pages": max(1, -(-total // per_page)), "trials": [trial_dict(t) for t in rows]}
+
+
+def version(storage: Storage, study: StudyRecord) -> str:
+    """Changes whenever anything shown of the study does: a trial's state, or an epoch of
+    a running trial. Cheap (an index range), so pages poll it."""
+    counts = storage.counts(study.id)
+    running = storage.trials(study.id, states=[TrialState.RUNNING])
+    return ";".join([*(f"{s.value}={n}" for s, n in sorted(counts.items())),
+                     *(f"{t.number}:{t.epochs}" for t in running)])
+
+
+class Cache:
+    """Results of slow reads, per study, kept until the study's version changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[int, str], tuple[str, Any]] = {}
+
+    def get(self, study: StudyRecord, kind: str, current: str, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            entry = self._entries.get((study.id, kind))
+        if entry is not None and entry[0] == current:
+            return entry[1]
+        result = compute()
+        with self._lock:
+            self._entries[(study.id, kind)] = (current, result)
+        return result
+
+
+def history(storage: Storage, study: StudyRecord) -> list[dict[str, Any]]:
+    """Every completed trial in finishing order with the best value so far."""
+    best = None
+    points = []
+    for number, finished_at, value in storage.finished_values(study.id):
+        if best is None or study.sign * value > study.sign * best:
+            best = value
+        points.append({"number": number, "finished_at": finished_at, "value": value,
+                       "best": best})
+    return points
+
+
+def curves(storage: Storage, study: StudyRecord) -> list[dict[str, Any]]:
+    """Per-epoch values of the best and the latest trials (of any state but QUEUED)."""
+    best = storage.trial_page(study.id, sort="value", descending=study.sign > 0,
+                              states=[TrialState.COMPLETE, TrialState.PRUNED],
+                              limit=CURVES // 2)[1]
+    latest = storage.trial_page(
+        study.id, sort="number", descending=True,
+        states=[TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED, TrialState.RUNNING],
+        limit=CURVES)[1]
+    chosen = {t.id: t for t in [*best, *latest]}
+    chosen = dict(list(chosen.items())[:CURVES])
+    per_epoch = storage.epochs(chosen)
+    return [{"number": t.number, "state": t.state.value,
+             "epochs": [e["epoch"] for e in per_epoch[t.id]],
+             "values": [e["value"] for e in per_epoch[t.id]]}
+            for t in sorted(chosen.values(), key=lambda t: t.number)]
+
+
+def parallel(storage: Storage, study: StudyRecord) -> dict[str, Any]:
+    trials = storage.recent_trials(study.id, states=[TrialState.COMPLETE], limit=PARALLEL_TRIALS)
+    space = Space.from_dict(study.space)
+    return {"params": [p.name for p in space if not isinstance(p, Fixed)],
+            "trials": [{"number": t.number, "params": t.params, "value": t.value}
+                       for t in trials if t.value is not None]}
+
+
+def importance(storage: Storage, study: StudyRecord) -> dict[str, float]:
+    trials = storage.recent_trials(study.id, states=[TrialState.COMPLETE],
+                                   limit=analysis.IMPORTANCE_TRIALS)
+    return analysis.importance(study, trials)
+
+
+def lineage(storage: Storage, study: StudyRecord) -> dict[str, Any]:
+    """PBT: every segment, and the schedule of the best trial; empty for other strategies."""
+    if study.strategy != "pbt":
+        return {"segments": [], "schedule": []}
+    trials = storage.trials(study.id)
+    best = storage.best_trial(study)
+    segments = analysis.lineage(trials)
+    chain = analysis.schedule(trials, best) if best is not None else []
+    return {"segments": [dataclasses.asdict(s) for s in segments],
+            "schedule": [trial_dict(t) for t in chain]}
