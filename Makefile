@@ -1,12 +1,13 @@
 # Two entry points, both setting up what they need from nothing:
 #   make demo   a real study: digits MLP, Bayesian search, 2 local workers, ./tuner.db
-#   make test   the test suite against SQLite, PostgreSQL and MariaDB on loopback
+#   make test   the test suite against SQLite, PostgreSQL and MariaDB on loopback,
+#               and the dashboard in headless chromium
 
 VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint services clean
+.PHONY: demo test lint services browser clean
 
 $(BIN)/tuner: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +21,15 @@ demo: $(BIN)/tuner
 services:
 	@bash .ci/services
 
+browser:
+	@bash .ci/browser
+
 # The tests also run Keras on PyTorch and Optuna's GP sampler: PyTorch's CPU build.
 $(VENV)/.test-extras: $(BIN)/tuner
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	touch $@
 
-test: $(VENV)/.test-extras services
+test: $(VENV)/.test-extras services browser
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/tuner

@@ -16,10 +16,19 @@ from tuner.study import Study, list_workers
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    if name == "RayExecutor":  # lives with the workers; Ray itself loads only when used
+        from workers.ray_cluster import RayExecutor
+
+        return RayExecutor
+    raise AttributeError(f"module 'tuner' has no attribute {name!r}")
+
+
 __all__ = [
     "Bayes", "Bool", "Choice", "CoordinatorOptions", "DefinitionError", "Executor", "Fixed",
     "Float", "GridSearch", "HyperParameters", "InProcess", "Int", "Interrupted", "NoWorkers",
-    "PBT", "Progress", "RandomSearch", "Space", "SpaceError", "Storage", "StorageError",
-    "Strategy", "Study", "StudyDefinition", "StudyNotFound", "TooManyFailures", "Trial",
-    "TrialState", "TunerError", "list_workers", "load_definition",
+    "PBT", "Progress", "RandomSearch", "RayExecutor", "Space", "SpaceError", "Storage",
+    "StorageError", "Strategy", "Study", "StudyDefinition", "StudyNotFound", "TooManyFailures",
+    "Trial", "TrialState", "TunerError", "list_workers", "load_definition",
 ]

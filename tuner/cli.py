@@ -105,8 +105,16 @@ def run(
     lease_grace: Annotated[float, typer.Option(
         min=1, help="Seconds without a heartbeat before a worker's trial (or this "
                     "coordinator's lease) is taken back.")] = CoordinatorOptions().lease_grace,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="auto|ray://HOST:PORT|local",
+        help="Run the workers as actors on a Ray cluster: one per GPU slot it offers "
+             "(--workers N: N one-CPU actors instead). `local` starts Ray here.")] = None,
+    per_gpu: Annotated[int, typer.Option(
+        min=1, help="With --ray: trials sharing each GPU (fractional GPUs).")] = 1,
+    gpus_per_trial: Annotated[float | None, typer.Option(
+        min=0.01, help="With --ray: GPUs each trial gets.")] = None,
 ) -> None:
-    """Run (or resume) a study: sample, train on local workers, rank."""
+    """Run (or resume) a study: sample, train on local workers (or Ray's), rank."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with captured_stderr():  # TensorFlow's start-up chatter, unless the import fails
         study = Study.create(name, definition=study_file, storage=storage,
@@ -121,14 +129,26 @@ def run(
         f" · {safe_url(storage)}" + (f" · resuming with {done} trials done" if done else ""),
         highlight=False,
     )
+    executor = None
+    if ray is not None:
+        from workers.ray_cluster import RayExecutor
+
+        executor = RayExecutor(ray, per_gpu=per_gpu, gpus_per_trial=gpus_per_trial,
+                               workers=workers)
+    elif per_gpu != 1 or gpus_per_trial is not None:
+        raise typer.BadParameter("--per-gpu and --gpus-per-trial go with --ray "
+                                 "(a `tuner worker` agent takes --per-gpu too)")
     try:
         with ProgressDisplay(out) as display:
-            study.optimize(trials, workers=workers, on_progress=display,
+            study.optimize(trials, workers=workers, executor=executor, on_progress=display,
                            options=CoordinatorOptions(lease_grace=lease_grace))
     except Interrupted as exc:
         command = ["tuner", "run", str(study_file), "--storage", safe_url(storage),
                    "--name", record.name, "--trials", str(trials)]
         command += ["--workers", str(workers)] if workers is not None else []
+        command += ["--ray", ray] if ray is not None else []
+        command += ["--per-gpu", str(per_gpu)] if per_gpu != 1 else []
+        command += ["--gpus-per-trial", str(gpus_per_trial)] if gpus_per_trial else []
         command += ["--epochs", str(epochs)] if epochs else []
         command += ["--early-stop", early_stop.value] if early_stop else []
         err.print(f"[yellow]Stopped:[/] {exc}.\nResume with:\n  {shlex.join(command)}",

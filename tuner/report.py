@@ -241,7 +241,7 @@ def _svg(fig: Any, key: str) -> str:
         fig.savefig(buffer, format="svg",
                     metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
     svg = buffer.getvalue()
-    svg = svg[svg.index("<svg"):]  # the XML prolog and DOCTYPE are invalid inside HTML
+    svg = svg  # the XML prolog and DOCTYPE are invalid inside HTML
     # Both charts define the same glyph ids; inline in one page, ids must be unique.
     return re.sub(r'(\bid="|href="#|url\(#)', rf"\g<1>{key}-", svg)
 
@@ -299,7 +299,7 @@ def _html(title: str, blocks: Sequence[Block]) -> str:
                 parts.append(f"<p>{e(text)}</p>")
             case Table(columns, rows):
                 head = "".join(f"<th>{e(c)}</th>" for c in columns)
-                body = "\n".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>"
+                body = "\n".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
                                  for row in rows)
                 parts.append(f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n"
                              "</tbody>\n</table>")

@@ -34,15 +34,21 @@ REPLACE_AFTER = WorkerOptions(max_trials=200, max_memory_growth_mb=2048)
 
 
 def pin_device(gpu: str | None, *, sharing: int, threads: int) -> None:
-    """Set, before any framework is imported, what this process may use: its GPU (with
-    memory grown on demand, so `sharing` processes fit on one), or its share of the cores."""
+    """Set, before any framework is imported, what this process may use: its GPU, or
+    its share of the cores."""
     os.environ["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""
+    share_device(gpu is not None, sharing=sharing, threads=threads)
+
+
+def share_device(on_gpu: bool, *, sharing: int, threads: int) -> None:
+    """How a process uses the device it was given (by us or by Ray): GPU memory grown on
+    demand, so `sharing` processes fit on one GPU; on the CPU, `threads` cores."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # TensorFlow
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX
-    if gpu is not None and sharing > 1:
+    if on_gpu and sharing > 1:
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / sharing:.2f}")
-    if gpu is None:  # share the cores instead of every process using all of them
+    if not on_gpu:  # share the cores instead of every process using all of them
         for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
             os.environ.setdefault(var, str(threads))
 

@@ -106,10 +106,15 @@ def parallel(data: dict[str, Any], metric: str) -> dict[str, Any]:
 
 def importance(scores: dict[str, float]) -> dict[str, Any]:
     names = list(scores)[::-1]  # most important on top
+    layout = _layout("Parameter importance (fANOVA)", "importance", "",
+                     height=max(200, 60 + 28 * len(names)))
+    if not scores:  # say why rather than draw bare axes
+        layout.update(xaxis={"visible": False}, yaxis={"visible": False}, annotations=[{
+            "text": "not yet known: needs completed trials whose parameters and values vary",
+            "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}])
     return {"data": [{"type": "bar", "orientation": "h", "x": [scores[n] for n in names],
                       "y": [esc(n) for n in names]}],
-            "layout": _layout("Parameter importance (fANOVA)", "importance", "",
-                              height=max(200, 60 + 28 * len(names)))}
+            "layout": layout}
 
 
 def lineage(segments: list[dict[str, Any]], metric: str) -> dict[str, Any]:

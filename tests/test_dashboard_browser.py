@@ -1,0 +1,619 @@
+"""The dashboard end to end, in a real browser: the `tuner dashboard` command serves the
+showcase database, headless Chromium (Debian's, driven by Playwright) reads its pages,
+clicks its links and forms, and watches a study update itself while a trial runs.
+Screenshots of every kind of page go to $TUNER_SCREENSHOTS (or a temporary folder)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import ROOT, SHOWCASE_NAMES, cli_env
+from tuner.display import fmt
+from tuner.states import TrialState
+from tuner.storage import Storage
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+TOKEN = "secret"
+TIMEOUT_MS = 20_000
+STUDY_CHARTS = ("history-trials", "history-time", "curves", "importance", "parallel")
+
+# What a Plotly chart drew: its SVG layers, traces, lines with a path, markers, bars,
+# WebGL canvases (scattergl, parcoords), parcoords axes, and all its text.
+CHART_JS = """el => ({
+  svgs: el.querySelectorAll("svg.main-svg").length,
+  width: Math.max(0, ...[...el.querySelectorAll("svg.main-svg")]
+    .map(s => s.getBoundingClientRect().width)),
+  traces: el.querySelectorAll("g.trace").length,
+  lines: [...el.querySelectorAll("g.trace path.js-line")]
+    .filter(p => (p.getAttribute("d") || "").length > 3).length,
+  points: el.querySelectorAll("g.trace path.point").length,
+  bars: [...el.querySelectorAll("g.trace.bars g.point path")]
+    .filter(p => (p.getAttribute("d") || "").length > 3).length,
+  canvases: [...el.querySelectorAll("canvas")].filter(c => c.width > 0 && c.height > 0).length,
+  axes: el.querySelectorAll("g.parcoords g.y-axis").length,
+  text: el.textContent,
+})"""
+ROWS_JS = "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))"
+
+
+# -- servers ------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dashboard_env() -> dict[str, str]:
+    env = cli_env()
+    env.pop("TUNER_DASHBOARD_TOKEN", None)
+    return env
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class Server:
+    """`tuner dashboard` in its own process, as a user starts it."""
+
+    def __init__(self, storage_url: str, logs: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = logs / f"dashboard-{self.port}.log"
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tuner.cli", "dashboard", "--storage", storage_url,
+                 "--host", "127.0.0.1", "--port", str(self.port), *extra],
+                cwd=ROOT, env=dashboard_env(), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"the dashboard exited ({self.proc.returncode}):\n"
+                            f"{self.log.read_text()}")
+            try:
+                urllib.request.urlopen(f"{self.base}/api/openapi.json", timeout=2).close()
+                return
+            except urllib.error.HTTPError:  # 401 without the token: it answers
+                return
+            except OSError:
+                time.sleep(0.2)
+        pytest.fail(f"the dashboard did not answer in {timeout} s:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def copy_sqlite(url: str, folder: Path) -> str:
+    """A consistent copy of a SQLite database (through SQLite's backup, WAL or not)."""
+    source = sqlite3.connect(url.removeprefix("sqlite:///"))
+    target_path = folder / "live.db"
+    target = sqlite3.connect(target_path)
+    with target:
+        source.backup(target)
+    source.close()
+    target.close()
+    return f"sqlite:///{target_path}"
+
+
+@pytest.fixture(scope="module")
+def servers(showcase: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Three dashboards started together: the showcase, the showcase behind a token, and a
+    copy of the showcase that the live-update test writes to."""
+    folder = tmp_path_factory.mktemp("dashboards")
+    live_url = copy_sqlite(showcase, folder)
+    started = {"main": Server(showcase, folder),
+               "token": Server(showcase, folder, "--token", TOKEN),
+               "live": Server(live_url, folder)}
+    try:
+        for server in started.values():
+            server.wait_ready()
+        yield {**{name: s.base for name, s in started.items()}, "live_url": live_url}
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def base(servers: dict[str, Any]) -> str:
+    return servers["main"]
+
+
+# -- the browser ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                             headless=True)
+        yield browser
+        browser.close()
+
+
+class Problems(list):
+    """JavaScript errors and failed loads a page reported."""
+
+    def watch(self, page: Page) -> Page:
+        page.set_default_timeout(TIMEOUT_MS)
+        page.on("pageerror", lambda exc: self.append(f"uncaught: {exc}"))
+        page.on("console", lambda msg: msg.type == "error" and self.append(
+            f"console: {msg.text} at {msg.location.get('url')}"))
+        return page
+
+
+@pytest.fixture(scope="module")
+def problems() -> Problems:
+    return Problems()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, problems: Problems) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    yield problems.watch(context.new_page())
+    context.close()
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors(problems: Problems) -> Iterator[None]:
+    problems.clear()
+    yield
+    assert list(problems) == [], problems
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = os.environ.get("TUNER_SCREENSHOTS")
+    if folder:
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def screenshot(page: Page, shots: Path, name: str) -> Path:
+    path = shots / f"{name}.png"
+    path.unlink(missing_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    assert path.is_file() and path.stat().st_size > 10_000, (path, path.stat().st_size)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return path
+
+
+@pytest.fixture(scope="module")
+def storage(showcase: str) -> Storage:
+    return Storage(showcase)
+
+
+@pytest.fixture(scope="module")
+def ids(storage: Storage) -> dict[str, int]:
+    return {key: storage.get_study(name).id for key, name in SHOWCASE_NAMES.items()}
+
+
+def charts_drawn(page: Page) -> int:
+    return int(page.evaluate("Number(document.body.dataset.chartsDrawn || 0)"))
+
+
+def wait_charts(page: Page, at_least: int = 1) -> None:
+    page.wait_for_function(f"Number(document.body.dataset.chartsDrawn || 0) >= {at_least}")
+
+
+def chart(page: Page, chart_id: str) -> dict[str, Any]:
+    return page.locator(f"#chart-{chart_id}").evaluate(CHART_JS)
+
+
+def table(page: Page, selector: str) -> list[list[str]]:
+    return page.eval_on_selector_all(f"{selector} tbody tr", ROWS_JS)
+
+
+def submit(page: Page, *, state: str | None = None, text: str | None = None) -> int:
+    """Fill the trials filter form and apply it; the page's HTTP status."""
+    form = page.locator("#filters")
+    if state is not None:
+        form.locator("select[name=state]").select_option(state)
+    if text is not None:
+        form.locator("input[name=filter]").fill(text)
+    with page.expect_navigation() as navigation:
+        form.locator("button[type=submit]").click()
+    return navigation.value.status
+
+
+def click_and_wait(page: Page, selector: str) -> int:
+    with page.expect_navigation() as navigation:
+        page.locator(selector).click()
+    return navigation.value.status
+
+
+# -- the pages ------------------------------------------------------------------------------
+
+def test_studies_list_agrees_with_the_storage_and_escapes_names(page, base, storage, ids,
+                                                               shots):
+    response = page.goto(base + "/")
+    assert response.status == 200
+    rows = {r[0]: r for r in table(page, "table#studies")}
+    summaries = storage.list_studies()
+    assert sorted(rows) == sorted(s.study.name for s in summaries)
+    assert len(rows) == 3
+    header = page.eval_on_selector_all("table#studies thead th", "ths => ths.map(t => t.innerText)")
+    states = [s.value.lower() for s in TrialState]
+    for summary in summaries:
+        row = dict(zip(header, rows[summary.study.name], strict=True))
+        counts = {s: int(row[s.value.lower()]) for s in TrialState}
+        assert counts == {s: summary.counts.get(s, 0) for s in TrialState}, row
+        assert sum(counts.values()) == len(storage.trials(summary.study.id))
+        assert summary.best_value is not None
+        assert float(row["best"]) == pytest.approx(summary.best_value, rel=1e-3)
+        assert row["strategy"] == summary.study.strategy
+        assert all(s in header for s in states)
+
+    faults = page.locator("table#studies a", has_text="faults")
+    assert faults.count() == 1
+    assert faults.inner_text() == SHOWCASE_NAMES["faults"] == '<b>faults</b> & "co"'
+    assert faults.get_attribute("href") == f"/studies/{ids['faults']}"
+    assert page.locator("table#studies b").count() == 0  # shown, not interpreted
+    assert page.locator("#live").get_attribute("class") == "live"
+    screenshot(page, shots, "studies")
+
+
+def test_study_page_draws_every_chart_and_lists_its_trials(page, base, storage, ids, shots):
+    page.goto(base + "/")
+    assert click_and_wait(page, "table#studies a:text-is('learners')") == 200
+    assert page.url == f"{base}/studies/{ids['learners']}"
+    wait_charts(page)
+    trials = storage.trials(ids["learners"])
+    assert len(trials) == 8 and {t.state for t in trials} == {TrialState.COMPLETE,
+                                                               TrialState.PRUNED}
+    assert page.locator("h1").inner_text() == "learners"
+
+    drawn = {name: chart(page, name) for name in STUDY_CHARTS}
+    for name, seen in drawn.items():
+        assert seen["svgs"] >= 1 and seen["width"] > 300, (name, seen)
+    for name in ("history-trials", "history-time"):  # WebGL markers, an SVG best-so-far line
+        assert drawn[name]["canvases"] >= 1 and drawn[name]["lines"] >= 1, drawn[name]
+        assert "val_accuracy" in drawn[name]["text"]
+    # one learning curve per trial that reported epochs, a marker per epoch
+    assert drawn["curves"]["traces"] == len(trials)
+    assert drawn["curves"]["points"] == sum(t.epochs for t in trials)
+    assert drawn["curves"]["lines"] >= 4
+    # the complete trials all scored the same: no importance, and the chart says why
+    assert drawn["importance"]["bars"] == 0
+    assert "not yet known" in drawn["importance"]["text"]
+    # lr, rep and the metric, drawn in WebGL with an SVG axis each
+    assert drawn["parallel"]["axes"] == 3 and drawn["parallel"]["canvases"] >= 1
+    assert page.locator("#chart-lineage").count() == 0
+    assert page.locator("#schedule").count() == 0
+
+    rows = table(page, "table#trials")
+    assert len(rows) == len(trials)
+    assert page.locator("#trial-count").inner_text().startswith(f"{len(trials)} trials ")
+    summary = {dt: dd for dt, dd in zip(page.locator("dl.summary dt").all_inner_texts(),
+                                        page.locator("dl.summary dd").all_inner_texts(),
+                                        strict=True)}
+    assert summary["complete"] == "4" and summary["pruned"] == "4" and summary["failed"] == "0"
+    assert summary["best"] == fmt(max(t.value for t in trials if t.state == TrialState.COMPLETE))
+    # by default the best values come first (maximize), ties by number
+    best_first = sorted(trials, key=lambda t: (-t.value, t.number))
+    assert [int(r[0]) for r in rows] == [t.number for t in best_first]
+    screenshot(page, shots, "study")
+
+
+def test_sorting_by_the_metric_both_ways(page, base, storage, ids):
+    page.goto(f"{base}/studies/{ids['learners']}")
+    trials = storage.trials(ids["learners"])
+    link = "table#trials a.sort[data-sort=value]"
+    assert click_and_wait(page, link) == 200
+    assert "order=asc" in page.url
+    assert page.locator(link).get_attribute("class").split() == ["sort", "active", "asc"]
+    rows = table(page, "table#trials")
+    values = [float(r[2]) for r in rows]
+    assert values == sorted(values) and values[0] < values[-1]
+    assert [int(r[0]) for r in rows] == [t.number for t in sorted(
+        trials, key=lambda t: (t.value, t.number))]
+
+    assert click_and_wait(page, link) == 200  # again: the other way
+    assert "order=desc" in page.url
+    rows = table(page, "table#trials")
+    values = [float(r[2]) for r in rows]
+    assert values == sorted(values, reverse=True) and values[0] > values[-1]
+    assert [int(r[0]) for r in rows] == [t.number for t in sorted(
+        trials, key=lambda t: (-t.value, t.number))]
+
+    assert click_and_wait(page, "table#trials a.sort[data-sort=rep]") == 200
+    assert [r[-1] for r in table(page, "table#trials")] == sorted(
+        (str(t.params["rep"]) for t in trials), reverse=True)  # parameters: largest first
+
+
+def test_filtering_by_state_and_by_conditions(page, base, storage, ids):
+    page.goto(f"{base}/studies/{ids['learners']}")
+    trials = storage.trials(ids["learners"])
+    pruned = storage.trials(ids["learners"], states=[TrialState.PRUNED])
+    assert 0 < len(pruned) < len(trials)
+
+    assert submit(page, state="PRUNED") == 200
+    assert "state=PRUNED" in page.url
+    rows = table(page, "table#trials")
+    assert sorted(int(r[0]) for r in rows) == [t.number for t in pruned]
+    assert {r[1] for r in rows} == {"pruned"}
+    assert page.locator("table#trials tbody tr:not(.pruned)").count() == 0
+    assert page.locator("#trial-count").inner_text().startswith(f"{len(pruned)} trials match")
+    assert page.locator("#filters select[name=state]").input_value() == "PRUNED"
+
+    assert submit(page, state="", text="rep >= 2") == 200
+    expected = sorted(t.number for t in trials if t.params["rep"] >= 2)
+    rows = table(page, "table#trials")
+    assert sorted(int(r[0]) for r in rows) == expected and len(expected) < len(trials)
+    assert page.locator("#trial-count").inner_text().startswith(f"{len(expected)} trials match")
+    assert page.locator("#filters input[name=filter]").input_value() == "rep >= 2"
+    # a sort link keeps the filter (quoted into its URL)
+    assert click_and_wait(page, "table#trials a.sort[data-sort=number]") == 200
+    assert [int(r[0]) for r in table(page, "table#trials")] == expected[::-1]
+
+    assert submit(page, text="value < 0.5, lr = 1e-07") == 200
+    assert sorted(int(r[0]) for r in table(page, "table#trials")) == [t.number for t in pruned]
+
+    assert submit(page, text="nope > 1") == 200  # shown to the user, not a server error
+    error = page.locator("#table-error")
+    assert error.is_visible()
+    assert "no column or parameter named 'nope'" in error.inner_text()
+    assert page.locator("table#trials").count() == 0
+    assert page.locator("h1").inner_text() == "learners"
+    wait_charts(page)  # the rest of the page still works
+    assert chart(page, "curves")["traces"] == len(trials)
+
+    assert submit(page, text="rep >= lots") == 200
+    assert "rep is a number" in page.locator("#table-error").inner_text()
+
+
+def test_trial_page_from_the_table(page, base, storage, ids, shots):
+    page.goto(f"{base}/studies/{ids['learners']}")
+    trial = storage.trials(ids["learners"], numbers=[0])[0]
+    stored = storage.epochs([trial.id])[trial.id]
+    assert len(stored) == trial.epochs == 9
+    assert click_and_wait(page, f"table#trials a[href$='/trials/{trial.number}']") == 200
+    assert page.url == f"{base}/studies/{ids['learners']}/trials/{trial.number}"
+    assert page.locator("h1").inner_text() == f"Trial #{trial.number}"
+    assert page.locator("#trial-state").inner_text() == trial.state.value.lower()
+    assert page.locator("#trial-value").inner_text() == fmt(trial.value)
+
+    params = dict(page.eval_on_selector_all(
+        "table#params tr", "rows => rows.map(r => [r.cells[0].innerText, r.cells[1].innerText])"))
+    assert params == {k: fmt(v) for k, v in trial.params.items()}
+
+    rows = table(page, "table#epochs")
+    assert len(rows) == len(stored)
+    assert [int(r[0]) for r in rows] == [e["epoch"] for e in stored]
+    assert [r[1] for r in rows] == [fmt(e["value"]) for e in stored]
+    header = page.locator("table#epochs thead th").all_inner_texts()
+    assert len(header) == len(set(header)), header  # the metric is not repeated
+    assert set(header) >= {"epoch", "val_accuracy", "loss", "val_loss"}
+    loss = [r[header.index("loss")] for r in rows]
+    assert loss == [fmt(e["metrics"]["loss"]) for e in stored]
+
+    page.wait_for_selector("#chart-trial svg.main-svg", state="attached")
+    drawn = chart(page, "trial")
+    assert drawn["traces"] == 1 and drawn["lines"] == 1 and drawn["points"] == len(stored)
+    screenshot(page, shots, "trial")
+
+    assert click_and_wait(page, "p.crumbs a") == 200  # back to the study
+    assert page.url == f"{base}/studies/{ids['learners']}"
+
+
+def test_failed_trial_shows_its_traceback_as_text(page, base, storage, ids, shots):
+    failed = storage.trials(ids["faults"], states=[TrialState.FAILED])
+    assert len(failed) == 3 and all(t.error and "Traceback" in t.error for t in failed)
+    assert any("{{" in t.error for t in failed)  # template syntax in data stays data
+    for n, trial in enumerate(failed):
+        response = page.goto(f"{base}/studies/{ids['faults']}/trials/{trial.number}")
+        assert response.status == 200
+        error = page.locator("pre#trial-error")
+        assert error.text_content() == trial.error
+        assert error.locator("*").count() == 0
+        assert page.locator("#trial-state").inner_text() == "failed"
+        crumb = page.locator("p.crumbs a")
+        assert crumb.inner_text() == SHOWCASE_NAMES["faults"]
+        assert page.locator("main b").count() == 0
+        assert SHOWCASE_NAMES["faults"] in page.title()
+        rows = table(page, "table#epochs")
+        assert len(rows) == len(storage.epochs([trial.id])[trial.id]) == trial.epochs
+        if n == 0:
+            screenshot(page, shots, "failed_trial")
+
+
+def test_pbt_study_shows_lineage_schedule_and_pages(page, base, storage, ids, shots):
+    study = storage.study_by_id(ids["pbt"])
+    trials = storage.trials(study.id)
+    assert len(trials) == 12
+    page.goto(f"{base}/studies/{study.id}")
+    wait_charts(page)
+    lineage = chart(page, "lineage")
+    copies = sum(1 for t in trials if t.attrs["copied_from"] is not None)
+    assert copies >= 1
+    # a bar per segment, a dotted line per copy
+    assert lineage["traces"] == len(trials) + copies and lineage["lines"] == len(trials) + copies
+    assert "member" in lineage["text"] and "epoch" in lineage["text"]
+    assert chart(page, "importance")["bars"] == len(study.space)
+    assert chart(page, "parallel")["axes"] == len(study.space) + 1
+
+    # the schedule: the best trial and the segments it continued, first to last
+    by_number = {t.number: t for t in trials}
+    chain = [storage.best_trial(study)]
+    while (restore := chain[-1].attrs["segment"]["restore"]) is not None:
+        chain.append(by_number[restore])
+    chain.reverse()
+    rows = table(page, "table#schedule")
+    assert [r[0] for r in rows] == [f"#{t.number}" for t in chain]
+    spans = [r[1].split("–") for r in rows]
+    assert spans[0][0] == "0"
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert int(spans[-1][1]) == sum(t.epochs for t in chain)
+    assert rows[-1][-1] == fmt(chain[-1].value)
+    screenshot(page, shots, "pbt_study")
+
+    # pages of five, best first, and back
+    page.goto(f"{base}/studies/{study.id}?per_page=5")
+    assert page.locator("#trial-count").inner_text().endswith("page 1 of 3")
+    assert page.locator("#prev").count() == 0
+    seen = [int(r[0]) for r in table(page, "table#trials")]
+    while page.locator("#next").count():
+        click_and_wait(page, "#next")
+        seen += [int(r[0]) for r in table(page, "table#trials")]
+    assert page.locator("#trial-count").inner_text().endswith("page 3 of 3")
+    assert seen == [t.number for t in sorted(trials, key=lambda t: (-t.value, t.number))]
+    click_and_wait(page, "#prev")
+    assert page.locator("#trial-count").inner_text().endswith("page 2 of 3")
+    assert [int(r[0]) for r in table(page, "table#trials")] == seen[5:10]
+
+
+def test_workers_page(page, base, storage, shots):
+    workers = storage.workers()
+    assert len(workers) == 3 and all(w.stopped_at is not None for w in workers)
+    page.goto(base + "/workers")
+    assert page.locator("table#workers").count() == 0  # no live worker
+    assert "No worker is running" in page.locator("main").inner_text()
+    assert click_and_wait(page, "a[href='/workers?all=1']") == 200
+    rows = table(page, "table#workers")
+    assert [(int(r[0]), r[1], int(r[2]), r[3], r[4], int(r[-1])) for r in rows] == [
+        (w.id, w.host, w.pid, w.device, "stopped", w.trials_done) for w in workers]
+    screenshot(page, shots, "workers")
+
+
+# -- live updates ---------------------------------------------------------------------------
+
+def test_study_page_follows_a_running_trial_without_reloading(browser, servers, problems):
+    base, storage = servers["live"], Storage(servers["live_url"])
+    study = storage.get_study("learners")
+    before = storage.trials(study.id)
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = problems.watch(context.new_page())
+        workers_page = problems.watch(context.new_page())
+        page.goto(f"{base}/studies/{study.id}")
+        wait_charts(page)
+        drawn = charts_drawn(page)
+        page.evaluate("window.__marker = 1")
+        origin = page.evaluate("performance.timeOrigin")
+        assert page.locator("#trial-count").inner_text().startswith(f"{len(before)} trials ")
+        assert chart(page, "curves")["traces"] == len(before)
+
+        worker = storage.register_worker(host="browser-test", pid=os.getpid(), device="cpu",
+                                         study_id=study.id)
+        workers_page.goto(base + "/workers")
+        assert table(workers_page, "table#workers")[-1][1] == "browser-test"
+
+        number = len(before)
+        assert storage.enqueue_trials(study.id, [(number, {"lr": 0.03, "rep": 1}, None)])
+        page.wait_for_function(
+            f"document.getElementById('trial-count').innerText.startsWith('{number + 1} trials')")
+        assert page.locator(".count-queued").inner_text() == "1"
+
+        trial = storage.claim_trial(study.id, worker)
+        assert trial is not None and trial.number == number
+        page.wait_for_function("document.querySelector('.count-running').innerText === '1'")
+        assert page.locator(".count-queued").inner_text() == "0"
+        workers_page.wait_for_function(  # the workers page refreshes itself too
+            "[...document.querySelectorAll('table#workers td')]"
+            f".some(td => td.innerText === 'learners #{number}')")
+
+        assert storage.report_epoch(trial.id, worker, 0, 0.5, {"val_accuracy": 0.5})
+        page.wait_for_function(  # a running trial's epoch redraws the learning curves
+            f"document.querySelectorAll('#chart-curves g.trace').length === {len(before) + 1}")
+        assert charts_drawn(page) > drawn
+        drawn = charts_drawn(page)
+
+        assert storage.report_epoch(trial.id, worker, 1, 0.9, {"val_accuracy": 0.9})
+        assert storage.finish_trial(trial.id, worker, TrialState.COMPLETE, value=0.9,
+                                    best_epoch=1)
+        page.wait_for_function("document.getElementById('best-value').innerText === '0.9'")
+        page.wait_for_function(f"Number(document.body.dataset.chartsDrawn) > {drawn}")
+        assert page.locator(".count-running").inner_text() == "0"
+        assert page.locator(".count-complete").inner_text() == "5"
+        rows = table(page, "table#trials")
+        assert len(rows) == number + 1
+        assert rows[0][:3] == [str(number), "complete", "0.9"]  # best first
+        history = chart(page, "history-trials")
+        assert history["lines"] >= 1 and "val_accuracy" in history["text"]
+
+        # all of it without loading the page again
+        assert page.evaluate("window.__marker") == 1
+        assert page.evaluate("performance.timeOrigin") == origin
+        assert page.url == f"{base}/studies/{study.id}"
+        storage.stop_worker(worker)
+    finally:
+        context.close()
+
+
+# -- access ---------------------------------------------------------------------------------
+
+def test_token_guards_every_request_and_the_browser_keeps_it(browser, servers, ids, problems):
+    base = servers["token"]
+    for path in ("/", "/api/studies", f"/studies/{ids['learners']}", "/static/dashboard.js"):
+        status, body = get(base + path)
+        assert status == 401, path
+        assert b"token" in body and b"learners" not in body
+    assert get(base + "/?token=wrong")[0] == 401
+    status, body = get(base + "/api/studies", {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200 and b"pbt_digits" in body
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
+        assert page.goto(base + "/").status == 401  # a fresh browser without the token
+
+        assert page.goto(f"{base}/?token={TOKEN}").status == 200
+        assert len(table(page, "table#studies")) == 3
+        cookie = next(c for c in context.cookies() if c["name"] == "tuner_token")
+        assert cookie["httpOnly"] and cookie["value"] == TOKEN
+        assert click_and_wait(page, "table#studies a:text-is('learners')") == 200
+        assert page.url == f"{base}/studies/{ids['learners']}"  # no token in the URL now
+        wait_charts(page)  # its API requests carried the cookie
+        assert chart(page, "curves")["traces"] == 8
+        assert page.locator("#live").get_attribute("class") == "live"
+        assert click_and_wait(page, "nav a[href='/workers']") == 200
+    finally:
+        context.close()
+
+
+def test_refuses_to_listen_beyond_loopback_without_a_token(showcase):
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "tuner.cli", "dashboard", "--storage", showcase,
+         "--host", "0.0.0.0", "--port", str(port)],
+        cwd=ROOT, env=dashboard_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    assert "0.0.0.0" in lines[0] and "--token" in lines[0]
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+        sock.connect(("127.0.0.1", port))
