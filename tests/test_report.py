@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHOWCASE_NAMES, run_cli
+from tests.conftest import ROOT, SHOWCASE_NAMES, cli_env, run_cli
 from tuner import analysis
 from tuner.display import fmt
 from tuner.errors import StudyNotFound
@@ -332,16 +333,27 @@ def test_unwritable_out_is_one_clear_line(showcase: str, tmp_path: Path) -> None
     assert not target.parent.exists()
 
 
-def test_render_report_leaves_pyplot_and_the_backend_alone(showcase: str) -> None:
-    import matplotlib
+PYPLOT_CHECK = """
+import sys, matplotlib
+from tuner.report import render_report
+from tuner.storage import Storage
+assert "<svg" in render_report(Storage(sys.argv[1]), "pbt_digits", "html")
+print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
+"""
 
+
+def test_render_report_leaves_pyplot_and_the_backend_alone(showcase: str) -> None:
+    # A fresh process: in this one, Keras or another test may have loaded pyplot already.
+    result = subprocess.run([sys.executable, "-c", PYPLOT_CHECK, showcase], cwd=ROOT,
+                            env={**cli_env(), "MPLBACKEND": "pdf"}, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["pdf", "False"]  # the user's backend, pyplot unloaded
+
+
+def test_render_report_raises_for_an_unknown_study_or_format(showcase: str) -> None:
     from tuner.report import render_report
 
-    backend = matplotlib.get_backend()
-    pyplot = "matplotlib.pyplot" in sys.modules
-    assert "<svg" in render_report(Storage(showcase), "pbt_digits", "html")
-    assert matplotlib.get_backend() == backend
-    assert ("matplotlib.pyplot" in sys.modules) == pyplot
     with pytest.raises(StudyNotFound):
         render_report(Storage(showcase), "no-such-study", "html")
     with pytest.raises(ValueError, match="format 'pdf'"):

@@ -241,7 +241,7 @@ def _svg(fig: Any, key: str) -> str:
         fig.savefig(buffer, format="svg",
                     metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
     svg = buffer.getvalue()
-    svg = svg  # the XML prolog and DOCTYPE are invalid inside HTML
+    svg = svg[svg.index("<svg"):]  # the XML prolog and DOCTYPE are invalid inside HTML
     # Both charts define the same glyph ids; inline in one page, ids must be unique.
     return re.sub(r'(\bid="|href="#|url\(#)', rf"\g<1>{key}-", svg)
 
