@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -138,6 +139,17 @@ def servers(showcase: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         for server in started.values():
             server.wait_ready()
+        # A server's first charts import Optuna and run fANOVA (seconds): warm all at once.
+        storage = Storage(showcase)
+        ids = [storage.get_study(name).id for name in SHOWCASE_NAMES.values()]
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        warming = [threading.Thread(target=get, args=(f"{server.base}/api/studies/{i}/charts",
+                                                      bearer if name == "token" else None))
+                   for name, server in started.items() for i in ids]
+        for thread in warming:
+            thread.start()
+        for thread in warming:
+            thread.join()
         yield {**{name: s.base for name, s in started.items()}, "live_url": live_url}
     finally:
         for server in started.values():
@@ -325,10 +337,7 @@ def test_study_page_draws_every_chart_and_lists_its_trials(page, base, storage, 
     assert [int(r[0]) for r in rows] == [t.number for t in best_first]
     screenshot(page, shots, "study")
 
-
-def test_sorting_by_the_metric_both_ways(page, base, storage, ids):
-    page.goto(f"{base}/studies/{ids['learners']}")
-    trials = storage.trials(ids["learners"])
+    # sorting by the metric: clicked once, lowest first; again, highest first
     link = "table#trials a.sort[data-sort=value]"
     assert click_and_wait(page, link) == 200
     assert "order=asc" in page.url
@@ -339,17 +348,13 @@ def test_sorting_by_the_metric_both_ways(page, base, storage, ids):
     assert [int(r[0]) for r in rows] == [t.number for t in sorted(
         trials, key=lambda t: (t.value, t.number))]
 
-    assert click_and_wait(page, link) == 200  # again: the other way
+    assert click_and_wait(page, link) == 200
     assert "order=desc" in page.url
+    assert page.locator(link).get_attribute("class").split() == ["sort", "active", "desc"]
     rows = table(page, "table#trials")
     values = [float(r[2]) for r in rows]
     assert values == sorted(values, reverse=True) and values[0] > values[-1]
-    assert [int(r[0]) for r in rows] == [t.number for t in sorted(
-        trials, key=lambda t: (-t.value, t.number))]
-
-    assert click_and_wait(page, "table#trials a.sort[data-sort=rep]") == 200
-    assert [r[-1] for r in table(page, "table#trials")] == sorted(
-        (str(t.params["rep"]) for t in trials), reverse=True)  # parameters: largest first
+    assert [int(r[0]) for r in rows] == [t.number for t in best_first]
 
 
 def test_filtering_by_state_and_by_conditions(page, base, storage, ids):
@@ -373,12 +378,12 @@ def test_filtering_by_state_and_by_conditions(page, base, storage, ids):
     assert sorted(int(r[0]) for r in rows) == expected and len(expected) < len(trials)
     assert page.locator("#trial-count").inner_text().startswith(f"{len(expected)} trials match")
     assert page.locator("#filters input[name=filter]").input_value() == "rep >= 2"
-    # a sort link keeps the filter (quoted into its URL)
-    assert click_and_wait(page, "table#trials a.sort[data-sort=number]") == 200
-    assert [int(r[0]) for r in table(page, "table#trials")] == expected[::-1]
-
-    assert submit(page, text="value < 0.5, lr = 1e-07") == 200
-    assert sorted(int(r[0]) for r in table(page, "table#trials")) == [t.number for t in pruned]
+    # sorting by a parameter (largest first, ties by number) keeps the filter
+    assert click_and_wait(page, "table#trials a.sort[data-sort=rep]") == 200
+    assert page.locator("#filters input[name=filter]").input_value() == "rep >= 2"
+    by_rep = sorted((t for t in trials if t.params["rep"] >= 2),
+                    key=lambda t: (-t.params["rep"], t.number))
+    assert [int(r[0]) for r in table(page, "table#trials")] == [t.number for t in by_rep]
 
     assert submit(page, text="nope > 1") == 200  # shown to the user, not a server error
     error = page.locator("#table-error")
@@ -388,9 +393,6 @@ def test_filtering_by_state_and_by_conditions(page, base, storage, ids):
     assert page.locator("h1").inner_text() == "learners"
     wait_charts(page)  # the rest of the page still works
     assert chart(page, "curves")["traces"] == len(trials)
-
-    assert submit(page, text="rep >= lots") == 200
-    assert "rep is a number" in page.locator("#table-error").inner_text()
 
 
 def test_trial_page_from_the_table(page, base, storage, ids, shots):
@@ -423,14 +425,13 @@ def test_trial_page_from_the_table(page, base, storage, ids, shots):
     assert drawn["traces"] == 1 and drawn["lines"] == 1 and drawn["points"] == len(stored)
     screenshot(page, shots, "trial")
 
-    assert click_and_wait(page, "p.crumbs a") == 200  # back to the study
-    assert page.url == f"{base}/studies/{ids['learners']}"
+    assert page.locator("p.crumbs a").get_attribute("href") == f"/studies/{ids['learners']}"
 
 
 def test_failed_trial_shows_its_traceback_as_text(page, base, storage, ids, shots):
     failed = storage.trials(ids["faults"], states=[TrialState.FAILED])
     assert len(failed) == 3 and all(t.error and "Traceback" in t.error for t in failed)
-    assert any("{{" in t.error for t in failed)  # template syntax in data stays data
+    assert {t.epochs for t in failed} == {0, 1}  # failed before training, and during it
     for n, trial in enumerate(failed):
         response = page.goto(f"{base}/studies/{ids['faults']}/trials/{trial.number}")
         assert response.status == 200
@@ -442,8 +443,11 @@ def test_failed_trial_shows_its_traceback_as_text(page, base, storage, ids, shot
         assert crumb.inner_text() == SHOWCASE_NAMES["faults"]
         assert page.locator("main b").count() == 0
         assert SHOWCASE_NAMES["faults"] in page.title()
-        rows = table(page, "table#epochs")
-        assert len(rows) == len(storage.epochs([trial.id])[trial.id]) == trial.epochs
+        stored = storage.epochs([trial.id])[trial.id]
+        assert len(table(page, "table#epochs")) == len(stored) == trial.epochs
+        # no epoch: a notice rather than an empty table and bare axes
+        assert page.locator("#no-epochs").count() == (not stored)
+        assert page.locator("#chart-trial").count() == bool(stored)
         if n == 0:
             screenshot(page, shots, "failed_trial")
 
@@ -452,7 +456,7 @@ def test_pbt_study_shows_lineage_schedule_and_pages(page, base, storage, ids, sh
     study = storage.study_by_id(ids["pbt"])
     trials = storage.trials(study.id)
     assert len(trials) == 12
-    page.goto(f"{base}/studies/{study.id}")
+    page.goto(f"{base}/studies/{study.id}?per_page=6")
     wait_charts(page)
     lineage = chart(page, "lineage")
     copies = sum(1 for t in trials if t.attrs["copied_from"] is not None)
@@ -478,19 +482,18 @@ def test_pbt_study_shows_lineage_schedule_and_pages(page, base, storage, ids, sh
     assert rows[-1][-1] == fmt(chain[-1].value)
     screenshot(page, shots, "pbt_study")
 
-    # pages of five, best first, and back
-    page.goto(f"{base}/studies/{study.id}?per_page=5")
-    assert page.locator("#trial-count").inner_text().endswith("page 1 of 3")
+    # pages of six, best first, and back
+    best_first = [t.number for t in sorted(trials, key=lambda t: (-t.value, t.number))]
+    assert page.locator("#trial-count").inner_text().endswith("page 1 of 2")
     assert page.locator("#prev").count() == 0
-    seen = [int(r[0]) for r in table(page, "table#trials")]
-    while page.locator("#next").count():
-        click_and_wait(page, "#next")
-        seen += [int(r[0]) for r in table(page, "table#trials")]
-    assert page.locator("#trial-count").inner_text().endswith("page 3 of 3")
-    assert seen == [t.number for t in sorted(trials, key=lambda t: (-t.value, t.number))]
-    click_and_wait(page, "#prev")
-    assert page.locator("#trial-count").inner_text().endswith("page 2 of 3")
-    assert [int(r[0]) for r in table(page, "table#trials")] == seen[5:10]
+    assert [int(r[0]) for r in table(page, "table#trials")] == best_first[:6]
+    assert click_and_wait(page, "#next") == 200
+    assert page.locator("#trial-count").inner_text().endswith("page 2 of 2")
+    assert page.locator("#next").count() == 0
+    assert [int(r[0]) for r in table(page, "table#trials")] == best_first[6:]
+    assert click_and_wait(page, "#prev") == 200
+    assert page.locator("#trial-count").inner_text().endswith("page 1 of 2")
+    assert [int(r[0]) for r in table(page, "table#trials")] == best_first[:6]
 
 
 def test_workers_page(page, base, storage, shots):
@@ -537,17 +540,16 @@ def test_study_page_follows_a_running_trial_without_reloading(browser, servers, 
 
         trial = storage.claim_trial(study.id, worker)
         assert trial is not None and trial.number == number
-        page.wait_for_function("document.querySelector('.count-running').innerText === '1'")
-        assert page.locator(".count-queued").inner_text() == "0"
-        workers_page.wait_for_function(  # the workers page refreshes itself too
-            "[...document.querySelectorAll('table#workers td')]"
-            f".some(td => td.innerText === 'learners #{number}')")
-
         assert storage.report_epoch(trial.id, worker, 0, 0.5, {"val_accuracy": 0.5})
         page.wait_for_function(  # a running trial's epoch redraws the learning curves
             f"document.querySelectorAll('#chart-curves g.trace').length === {len(before) + 1}")
         assert charts_drawn(page) > drawn
         drawn = charts_drawn(page)
+        page.wait_for_function("document.querySelector('.count-running').innerText === '1'")
+        assert page.locator(".count-queued").inner_text() == "0"
+        workers_page.wait_for_function(  # the workers page refreshes itself too
+            "[...document.querySelectorAll('table#workers td')]"
+            f".some(td => td.innerText === 'learners #{number}')")
 
         assert storage.report_epoch(trial.id, worker, 1, 0.9, {"val_accuracy": 0.9})
         assert storage.finish_trial(trial.id, worker, TrialState.COMPLETE, value=0.9,

@@ -108,6 +108,7 @@ def importance(scores: dict[str, float]) -> dict[str, Any]:
     names = list(scores)[::-1]  # most important on top
     layout = _layout("Parameter importance (fANOVA)", "importance", "",
                      height=max(200, 60 + 28 * len(names)))
+    layout["yaxis"]["automargin"] = True  # room for long parameter names
     if not scores:  # say why rather than draw bare axes
         layout.update(xaxis={"visible": False}, yaxis={"visible": False}, annotations=[{
             "text": "not yet known: needs completed trials whose parameters and values vary",
