@@ -179,8 +179,6 @@ def fake_trial(rng: random.Random, number: int, n: int, t0: float, now: float,
 
 def fill(url: str, n: int, *, vacuum: bool, seed: int = 0) -> dict[str, Any]:
     """One study of `n` trials with their epochs; returns the study id and timings."""
-    import sqlalchemy as sa
-
     from tuner.storage import Storage
     from tuner.storage.storage import epochs as epochs_table
     from tuner.storage.storage import trials as trials_table
@@ -366,7 +364,8 @@ MARKS_JS = """(() => {
   const check = () => {
     if (marks.table === undefined && document.querySelector("#trials tbody tr"))
       marks.table = performance.now();
-    if (marks.charts === undefined && document.body && document.body.hasAttribute("data-charts-drawn"))
+    if (marks.charts === undefined && document.body
+        && document.body.hasAttribute("data-charts-drawn"))
       marks.charts = performance.now();
   };
   new MutationObserver(check).observe(document, {subtree: true, childList: true,
@@ -399,8 +398,9 @@ def measure_browser(port: int, study_id: int, loads: int) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}/studies/{study_id}"
     walls: dict[str, dict[str, list[float]]] = {v: {k: [] for k in BROWSER_KEYS}
                                                 for v in ("first_visit", "repeat_visit")}
-    inpage: dict[str, dict[str, list[float]]] = {v: {k: [] for k in ("response", *BROWSER_KEYS)}
-                                                 for v in ("first_visit", "repeat_visit")}
+    inpage: dict[str, dict[str, list[float]]] = {
+        v: {k: [] for k in ("response", "paint", *BROWSER_KEYS)}
+        for v in ("first_visit", "repeat_visit")}
 
     def load(page: Any, visit: str) -> None:
         into = walls[visit]
@@ -412,8 +412,10 @@ def measure_browser(port: int, study_id: int, loads: int) -> dict[str, Any]:
         into["dcl"].append(time.perf_counter() - t0)
         page.wait_for_selector("body[data-charts-drawn]", state="attached", timeout=120_000)
         into["charts"].append(time.perf_counter() - t0)
-        marks = page.evaluate("() => ({...window.__benchMarks, response: "
-                              "performance.getEntriesByType('navigation')[0].responseEnd})")
+        marks = page.evaluate(
+            "() => ({...window.__benchMarks,"
+            " response: performance.getEntriesByType('navigation')[0].responseEnd,"
+            " paint: (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime})")
         for key, value in marks.items():
             if key in inpage[visit] and value is not None:
                 inpage[visit][key].append(value / 1000)
@@ -428,7 +430,7 @@ def measure_browser(port: int, study_id: int, loads: int) -> dict[str, Any]:
                 context.add_init_script(MARKS_JS)
                 page = context.new_page()
                 errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
                 load(page, "first_visit")
                 load(page, "repeat_visit")
                 draws.append(page.evaluate(DRAW_JS))
@@ -534,8 +536,11 @@ def _jsonable(parameters: Any) -> Any:
 def explain(storage: Any, statement: str, parameters: Any) -> str:
     sqlite = storage.engine.dialect.name == "sqlite"
     prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN (ANALYZE, BUFFERS) "
-    with storage.engine.connect() as conn:
-        rows = conn.exec_driver_sql(prefix + statement, parameters).all()
+    try:
+        with storage.engine.connect() as conn:
+            rows = conn.exec_driver_sql(prefix + statement, parameters).all()
+    except Exception as exc:  # a plan is a diagnostic: the figures matter more
+        return f"(could not explain: {exc})"
     if sqlite:
         return "\n".join(f"{r[0]} {r[1]} {r[-1]}" for r in rows)
     return "\n".join(r[0] for r in rows)
@@ -624,19 +629,30 @@ def markdown(machine: dict[str, str], results: dict[str, dict[str, Any]]) -> str
             cold = [c["cold_ms"] for c in results[db]["cold_charts"]]
             cells += ["", f"{statistics.median(cold):,.0f} (n={len(cold)})" if cold else "-"]
         row("API charts, cold (fresh servers)", cells)
-    labels = {"table": "trials table in the DOM", "dcl": "DOMContentLoaded",
+    labels = {"response": "HTML received", "table": "trials table in the DOM",
+              "paint": "first contentful paint", "dcl": "DOMContentLoaded",
               "charts": "all charts drawn"}
-    for visit in ("first_visit", "repeat_visit"):
-        for key, label in labels.items():
-            cells = []
-            for db in dbs:
-                b = results[db].get("browser")
-                inside = b and b["in_page"][visit].get(key)
-                cells += [f"in page {_cell(inside)}" if inside else "",
-                          _cell(b[visit][key]) if b else "-"]
-            row(f"Chromium, {visit.replace('_', ' ')}: {label}", cells)
+    browsed = [db for db in dbs if results[db].get("browser")]
+    if browsed:
+        loads = ", ".join(f"{results[db]['browser']['first_visit']['charts']['n']} loads on "
+                          f"{names[db]}" for db in browsed)
+        lines += ["", f"Chromium, median (p95) in ms over {loads}: in the page "
+                  "(performance.now() from the start of the navigation) and from "
+                  "Playwright's `page.goto` (its round trips included).", "",
+                  "| study page in Chromium |" + "".join(
+                      f" {names[db]} in page | {names[db]} from goto |" for db in browsed),
+                  "|---|" + "---:|---:|" * len(browsed)]
+        for visit in ("first_visit", "repeat_visit"):
+            for key, label in labels.items():
+                cells = []
+                for db in browsed:
+                    b = results[db]["browser"]
+                    cells += [_cell(b["in_page"][visit].get(key)), _cell(b[visit].get(key))]
+                lines.append(f"| {visit.replace('_', ' ')}: {label} |"
+                             + "".join(f" {c} |" for c in cells))
     if any(results[db].get("browser") for db in dbs):
-        lines += ["", "Each chart drawn alone in the page (Plotly.newPlot, median ms): " + "; ".join(
+        lines += ["", "Each chart drawn alone in the page (Plotly.newPlot, median ms): "
+                  + "; ".join(
             f"{names[db]} " + ", ".join(f"{k} {v:,.0f}" for k, v in
                                         results[db]["browser"]["draw_ms"].items())
             for db in dbs if results[db].get("browser"))]

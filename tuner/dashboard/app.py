@@ -103,7 +103,10 @@ def create_app(storage: Storage | str, *, token: str | None = None) -> FastAPI:
         return store.study_by_id(study_id)
 
     def cached(record: StudyRecord, kind: str, compute: Any) -> Any:
-        return cache.get(record, kind, data.version(store, record), compute)
+        """History and parallel coordinates change only when a trial completes;
+        importance (seconds of fANOVA) at most every half minute."""
+        key = data.completed(data.version(store, record))
+        return cache.get(record, kind, key, compute, max_age=30.0 if kind == "importance" else 0)
 
     def figures(record: StudyRecord) -> dict[str, Any]:
         points = cached(record, "history", lambda: data.history(store, record))

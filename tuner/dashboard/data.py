@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -128,29 +129,42 @@ def trial_page(storage: Storage, study: StudyRecord, query: TrialQuery) -> dict[
 
 def version(storage: Storage, study: StudyRecord) -> str:
     """Changes whenever anything shown of the study does: a trial's state, or an epoch of
-    a running trial. Cheap (an index range), so pages poll it."""
+    a running trial. Pages poll it (one count by state over the study's trials, and its
+    running trials), and fetch fragments and charts only when it changes."""
     counts = storage.counts(study.id)
     running = storage.trials(study.id, states=[TrialState.RUNNING])
     return ";".join([*(f"{s.value}={n}" for s, n in sorted(counts.items())),
                      *(f"{t.number}:{t.epochs}" for t in running)])
 
 
+def completed(version: str) -> str:
+    """The part of a version that charts of completed trials depend on."""
+    return next((part for part in version.split(";") if part.startswith("COMPLETE=")), "")
+
+
 class Cache:
-    """Results of slow reads, per study, kept until the study's version changes."""
+    """Results of slow reads per study, kept while their key (a version, or a part of it)
+    stays the same, or for `max_age` seconds whatever happens: importance is worth
+    recomputing now and then, not at every trial of a busy study. One computation at a
+    time per result: requests arriving meanwhile wait for it rather than repeat it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[tuple[int, str], tuple[str, Any]] = {}
+        self._computing: dict[tuple[int, str], threading.Lock] = {}
+        self._entries: dict[tuple[int, str], tuple[str, float, Any]] = {}
 
-    def get(self, study: StudyRecord, kind: str, current: str, compute: Callable[[], Any]) -> Any:
+    def get(self, study: StudyRecord, kind: str, key: str, compute: Callable[[], Any], *,
+            max_age: float = 0.0) -> Any:
+        slot = (study.id, kind)
         with self._lock:
-            entry = self._entries.get((study.id, kind))
-        if entry is not None and entry[0] == current:
-            return entry[1]
-        result = compute()
-        with self._lock:
-            self._entries[(study.id, kind)] = (current, result)
-        return result
+            computing = self._computing.setdefault(slot, threading.Lock())
+        with computing:
+            entry = self._entries.get(slot)
+            if entry is not None and (entry[0] == key or time.monotonic() - entry[1] < max_age):
+                return entry[2]
+            result = compute()
+            self._entries[slot] = (key, time.monotonic(), result)
+            return result
 
 
 def history(storage: Storage, study: StudyRecord) -> list[dict[str, Any]]:

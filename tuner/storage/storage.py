@@ -682,10 +682,14 @@ class Storage:
             order = [key.is_(None).asc(), *order, trials.c.number.asc()]
         with self._tx() as conn:
             total = conn.execute(sa.select(func.count()).select_from(trials).where(*where)).scalar()
-            rows = conn.execute(
-                sa.select(trials).where(*where).order_by(*order).offset(offset).limit(limit)
-            ).all()
-        return int(total or 0), [_trial(row) for row in rows]
+            # Sort the ids alone, then read the page's rows: a deep page does not sort
+            # (and spill to disk) whole rows.
+            ids = conn.execute(
+                sa.select(trials.c.id).where(*where).order_by(*order).offset(offset).limit(limit)
+            ).scalars().all()
+            rows = conn.execute(sa.select(trials).where(trials.c.id.in_(ids))).all() if ids else []
+        by_id = {row.id: row for row in rows}
+        return int(total or 0), [_trial(by_id[i]) for i in ids if i in by_id]
 
     @_retrying
     def recent_trials(self, study_id: int, *, states: Iterable[TrialState],
