@@ -27,6 +27,7 @@ from tests.conftest import ROOT, SERVER_URLS, STUDIES, cli_env, empty_database
 from tuner import CoordinatorOptions, Study, TrialState, TunerError
 from tuner.definition import load_definition
 from tuner.storage import Storage
+from workers.loop import WorkerOptions
 from workers.ray_cluster import RayExecutor
 
 pytestmark = pytest.mark.slow
@@ -147,6 +148,28 @@ def test_a_changed_study_file_is_refused_on_the_nodes(cluster, run_log, tmp_path
     executor = RayExecutor(cluster.address, gpus_per_trial=2)
     with pytest.raises(TunerError, match="differs from the coordinator's copy"):
         executor.start(study.storage, study.record, definition)
+
+
+def test_replaced_actors_leave_no_worker_behind(cluster, run_log):
+    """Actors whose process is replaced after its share of trials (Ray restarts them),
+    and, at the end, every worker row is stopped: none shows as lost for ever."""
+    url = postgres()
+    study = Study.create(definition=STUDIES / "ray_probe.py", storage=url, strategy="random",
+                         seed=8)
+    executor = RayExecutor(cluster.address, workers=2, options=WorkerOptions(max_trials=8))
+    study.optimize(trials=60, executor=executor)
+    every_trial_ran_once(study, run_log, 60)
+    workers = Storage(url).workers()
+    assert len(workers) > 2  # replaced along the way
+    assert all(w.stopped_at is not None for w in workers), [
+        (w.id, w.trials_done) for w in workers if w.stopped_at is None]
+
+
+def test_more_cpu_workers_than_the_cluster_has_is_one_clear_error(cluster, run_log):
+    study = Study.create(definition=STUDIES / "ray_probe.py", storage=postgres(), seed=1)
+    with pytest.raises(TunerError, match="do not fit on the Ray cluster"):
+        study.optimize(trials=2, executor=RayExecutor(cluster.address, workers=99))
+    assert not ray.is_initialized()
 
 
 def test_sqlite_is_refused_on_a_cluster_of_several_nodes(cluster, run_log, sqlite_url):

@@ -25,6 +25,7 @@ from workers.pool import REPLACE_AFTER, share_device
 
 log = logging.getLogger(__name__)
 
+START_TIMEOUT = 120  # seconds for the actors to start: a new node may have to come up
 INSTALL_HINT = 'Ray is not installed: pip install ".[ray]" (or pip install "ray[default]")'
 # The coordinator's settings for Keras and for the study reach every actor.
 _PASSED_ENV_PREFIXES = ("KERAS_", "TUNER_", "TF_CPP_MIN_LOG_LEVEL")
@@ -165,9 +166,16 @@ class RayExecutor(Executor):
                 "do not share: use PostgreSQL or MySQL (e.g. postgresql+psycopg://host/db), "
                 "or --ray local on one machine")
         self.slots, gpus_each = self._plan()
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        if not gpus_each and self.slots > cpus:
+            self.stop()
+            raise TunerError(f"{self.slots} one-CPU workers do not fit on the Ray cluster at "
+                             f"{self.address!r}: it offers {cpus} CPUs")
+        # Restarted without limit (a lost node, a replaced process); a call to an actor
+        # that is restarting waits for the new one, so stop() reaches every live worker.
         actor = ray.remote(TrialActor).options(
             num_cpus=0 if gpus_each else 1, num_gpus=gpus_each, max_restarts=-1,
-            max_task_retries=0, max_concurrency=4)
+            max_task_retries=-1, max_concurrency=4)
         self.actors = [
             actor.remote(url.render_as_string(hide_password=False), study.name,
                          Path(definition.path).name, self.per_gpu, self.options)
@@ -175,10 +183,14 @@ class RayExecutor(Executor):
         ]
         # Wait until they work, so that a study file they cannot load is one clear error.
         try:
-            infos = ray.get([a.info.remote() for a in self.actors], timeout=300)
+            infos = ray.get([a.info.remote() for a in self.actors], timeout=START_TIMEOUT)
         except ray.exceptions.RayActorError as exc:
             self.stop()
             raise TunerError(f"the Ray workers could not start: {_cause(exc)}") from None
+        except ray.exceptions.GetTimeoutError:
+            self.stop()
+            raise TunerError(f"the Ray workers did not start within {START_TIMEOUT} s: "
+                             "the cluster has no room for them (see `ray status`)") from None
         log.info("ray workers: %s", infos)
 
     def check(self, *, max_retries: int) -> None:
@@ -191,7 +203,7 @@ class RayExecutor(Executor):
         ids = []
         if self.actors:
             ready, _ = ray.wait([a.stop.remote() for a in self.actors],
-                                num_returns=len(self.actors), timeout=10)
+                                num_returns=len(self.actors), timeout=5)
             for ref in ready:
                 try:
                     ids.append(ray.get(ref))
