@@ -67,6 +67,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from databases import empty_database
 from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,20 +94,6 @@ ERRORS = [
 
 
 # -- filling ----------------------------------------------------------------------
-def empty_postgresql(url: str) -> None:
-    """Drop every table of the database (as benchmarks/throughput.py does)."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    try:
-        meta = sa.MetaData()
-        with engine.begin() as conn:
-            meta.reflect(conn)
-            meta.drop_all(conn)
-    finally:
-        engine.dispose()
-
-
 def make_space() -> dict[str, Any]:
     from tuner.space import Choice, Float, Int, Space
 
@@ -679,12 +666,12 @@ def database(db: str, pg_url: str, tmpdir: str, keep: bool) -> Iterator[str]:
     if db == "sqlite":
         yield f"sqlite:///{tmpdir}/dashboard.db"
         return
-    empty_postgresql(pg_url)
+    empty_database(pg_url)
     try:
         yield pg_url
     finally:
         if not keep:
-            empty_postgresql(pg_url)
+            empty_database(pg_url)
 
 
 def main(argv: list[str] | None = None) -> int:

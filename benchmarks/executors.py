@@ -67,7 +67,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model
+from databases import empty_database
+from machine import cpu_model, machine_busy_s
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -87,16 +88,6 @@ CHILD_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "RAY_USAGE_STATS_ENABLED": "0",
 
 
 # -- measuring ----------------------------------------------------------------------
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return float("nan")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def wait_until_quiet(poll: float = 5.0) -> float:
     """Wait while another benchmark of this repository runs; the seconds waited."""
     started = time.perf_counter()
@@ -137,20 +128,6 @@ def summarize(spans: list[tuple[float, float]], workers: int, t0: float) -> dict
 
 
 # -- databases ----------------------------------------------------------------------
-def empty_database(url: str) -> None:
-    """Drop every table of the database (as benchmarks/throughput.py does)."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    try:
-        meta = sa.MetaData()
-        with engine.begin() as conn:
-            meta.reflect(conn)
-            meta.drop_all(conn)
-    finally:
-        engine.dispose()
-
-
 class Databases:
     """A fresh database per cell: a new SQLite file, or the emptied server database."""
 
@@ -180,6 +157,16 @@ class Databases:
                 empty_database(self.server)
             except Exception as exc:  # the figures are printed already
                 print(f"could not empty the database: {exc}", file=sys.stderr)
+
+
+def wait_or_interrupt(proc: subprocess.Popen, timeout: float, cell: dict[str, Any]) -> int:
+    """The command's exit code; past `timeout`, Ctrl-C it and note that in the cell."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        cell["error"] = f"timed out after {timeout} s"
+        return proc.wait(timeout=60)
 
 
 # -- the tuner's cells ----------------------------------------------------------------
@@ -249,12 +236,7 @@ def run_tuner_cell(executor: str, workload: str, args: argparse.Namespace,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         proc = subprocess.Popen(run, cwd=ROOT, env=env, stdout=run_log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code = proc.wait(timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait(timeout=60)
-            cell["error"] = f"timed out after {args.timeout} s"
+        code = wait_or_interrupt(proc, args.timeout, cell)
         wall = time.perf_counter() - w0
         busy = machine_busy_s() - busy0
         if agent is not None:
@@ -335,8 +317,8 @@ def tune_child(out: str, trials: int, workers: int, seed: int, reuse: bool,
         tune.report({"score": score, "t_start": start, "t_end": time.time()})
 
     t_init = time.time()
-    ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING,
-             log_to_driver=False)
+    ray.init(address="local", num_cpus=workers, include_dashboard=False,  # never another's
+             logging_level=logging.WARNING, log_to_driver=False)
     t_fit = time.time()
     try:
         tuner = tune.Tuner(
@@ -383,12 +365,7 @@ def run_tune_cell(variant: str, args: argparse.Namespace, dbs: Databases) -> dic
         w0 = time.perf_counter()
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code = proc.wait(timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait(timeout=60)
-            cell["error"] = f"timed out after {args.timeout} s"
+        code = wait_or_interrupt(proc, args.timeout, cell)
         wall = time.perf_counter() - w0
         busy = machine_busy_s() - busy0
     cell.update(exit_code=code, wall_s=wall, machine_cpu_s=busy, load_before=load)

@@ -70,7 +70,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model
+from databases import empty_database
+from machine import cpu_model, machine_busy_s
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -85,16 +86,6 @@ PG_COUNTERS = ("xact", "rows_read", "rows_fetched", "blocks")
 
 
 # -- measuring --------------------------------------------------------------------
-def _machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return float("nan")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def _own_cpu_s() -> float:
     """CPU seconds of this process and of its children that have been reaped."""
     total = 0.0
@@ -177,13 +168,13 @@ class Meter:
         if self.sampler is not None:
             self.sampler.start()
         self.t0 = time.time()
-        self.wall0, self.own0, self.busy0 = time.perf_counter(), _own_cpu_s(), _machine_busy_s()
+        self.wall0, self.own0, self.busy0 = time.perf_counter(), _own_cpu_s(), machine_busy_s()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.wall0
         self.own = _own_cpu_s() - self.own0
-        self.busy = _machine_busy_s() - self.busy0
+        self.busy = machine_busy_s() - self.busy0
         if self.sampler is not None:
             self.sampler.stop()
 
@@ -273,20 +264,6 @@ def tenths(spans: list[tuple[float, float]], workers: int,
 
 
 # -- databases --------------------------------------------------------------------
-def empty_database(url: str) -> None:
-    """Drop every table of the database: this tuner's, Optuna's, anything."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    try:
-        meta = sa.MetaData()
-        with engine.begin() as conn:
-            meta.reflect(conn)
-            meta.drop_all(conn)
-    finally:
-        engine.dispose()
-
-
 class Databases:
     """Hands out an empty database per cell: a new SQLite file, or the emptied server."""
 

@@ -118,13 +118,19 @@ def test_a_study_across_two_nodes_runs_every_trial_once(cluster, run_log):
     assert not ray.is_initialized()  # the executor disconnects when done
 
 
-def test_the_study_folder_is_shipped_to_the_nodes(cluster, run_log, tmp_path):
+def study_in_a_folder(tmp_path: Path) -> Study:
+    """A study whose file is a copy in a folder of its own: tmp_path/project/probe.py."""
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(STUDIES / "ray_probe.py", project / "probe.py")
-    study = Study.create(definition=project / "probe.py", storage=postgres(),
-                         strategy="random", seed=4)
-    original = project / "probe.py"
+    return Study.create(definition=project / "probe.py", storage=postgres(), strategy="random",
+                        seed=4)
+
+
+def test_the_study_folder_is_shipped_to_the_nodes(cluster, run_log, tmp_path):
+    study = study_in_a_folder(tmp_path)
+    original = tmp_path / "project" / "probe.py"
+    project = original.parent
     executor = RayExecutor(cluster.address, gpus_per_trial=2)
     os.rename(original, project / "moved.py.txt")  # nowhere on the hosts any more...
     with pytest.raises(TunerError, match="could not start"):
@@ -138,12 +144,9 @@ def test_the_study_folder_is_shipped_to_the_nodes(cluster, run_log, tmp_path):
 
 
 def test_a_changed_study_file_is_refused_on_the_nodes(cluster, run_log, tmp_path):
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(STUDIES / "ray_probe.py", project / "probe.py")
-    study = Study.create(definition=project / "probe.py", storage=postgres(),
-                         strategy="random", seed=4)
-    (project / "probe.py").write_text((project / "probe.py").read_text() + "\n# changed\n")
+    study = study_in_a_folder(tmp_path)
+    file = tmp_path / "project" / "probe.py"
+    file.write_text(file.read_text() + "\n# changed\n")
     definition = study.definition  # the coordinator's copy, hashed when it was created
     executor = RayExecutor(cluster.address, gpus_per_trial=2)
     with pytest.raises(TunerError, match="differs from the coordinator's copy"):

@@ -39,7 +39,7 @@ def reports(showcase: str, tmp_path_factory: pytest.TempPathFactory) -> dict[tup
                              "--storage", showcase)
             assert result.returncode == 0, result.stderr
             assert result.stdout == ""
-            assert result.stderr.strip() == f"Wrote {path}"
+            assert result.stderr.strip() == f"Wrote the report to {path}"
             written[key, fmt_] = path.read_text(encoding="utf-8")
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         f"{k}.{f}" for k in SHOWCASE_NAMES for f in ("html", "md"))  # one file each, no assets

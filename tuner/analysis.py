@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,16 +29,15 @@ class HistoryPoint:
     best: float  # the best value among this trial and all that finished before it
 
 
-def history(study: StudyRecord, trials: Sequence[Trial]) -> list[HistoryPoint]:
-    """Completed trials in the order they finished, each with the best value so far."""
-    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
-                  key=lambda t: (t.finished_at or 0.0, t.number))
+def history(study: StudyRecord,
+            finished: Iterable[tuple[int, float, float]]) -> list[HistoryPoint]:
+    """Completed trials as `Storage.finished_values` gives them, (number, finished_at,
+    value) in the order they finished, each with the best value so far."""
     points: list[HistoryPoint] = []
     best = -math.inf
-    for trial in done:
-        best = max(best, study.sign * trial.value)  # type: ignore[operator]
-        points.append(HistoryPoint(trial.number, trial.finished_at or 0.0, trial.value,  # type: ignore[arg-type]
-                                   study.sign * best))
+    for number, finished_at, value in finished:
+        best = max(best, study.sign * value)
+        points.append(HistoryPoint(number, finished_at, value, study.sign * best))
     return points
 
 

@@ -254,6 +254,18 @@ def best(
     )
 
 
+def write_out(text: str, output: Path | None, what: str) -> None:
+    """To stdout, or to the file `--out` names (an unwritable path is one clear error)."""
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise TunerError(f"cannot write {output}: {exc.strerror or exc}") from None
+    err.print(f"Wrote {what} to {output}", highlight=False, markup=False)
+
+
 class Format(StrEnum):
     csv = "csv"
     json = "json"
@@ -298,11 +310,7 @@ def export(
         writer.writeheader()
         writer.writerows(rows)
         text = buffer.getvalue()
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.write_text(text)
-        err.print(f"Wrote {len(rows)} trials to {output}", highlight=False)
+    write_out(text, output, f"{len(rows)} trials")
 
 
 class ReportFormat(StrEnum):
@@ -324,15 +332,7 @@ def report(
     top trials, the best configuration and how to rebuild it, charts."""
     from tuner.report import render_report  # matplotlib loads for this command only
 
-    text = render_report(Storage(storage), name, format.value)
-    if output is None:
-        sys.stdout.write(text)
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise TunerError(f"cannot write {output}: {exc.strerror or exc}") from None
-    err.print(f"Wrote {output}", highlight=False, markup=False)
+    write_out(render_report(Storage(storage), name, format.value), output, "the report")
 
 
 @app.command()

@@ -70,7 +70,7 @@ def render_report(storage: Storage, name: str, fmt: str) -> str:
     best = storage.best_trial(study)  # the same query as `tuner best`, so they agree
     generated = f"Generated {_when(datetime.now(UTC).timestamp())} from {safe_url(storage.url)}."
     blocks = [Para(generated), *_setup(study, trials), *_top(study, trials),
-              *_best(storage, study, trials, best), *_charts(study, trials)]
+              *_best(storage, study, trials, best), *_charts(storage, study, trials)]
     return RENDERERS[fmt](f"Tuning report: {study.name}", blocks)
 
 
@@ -170,9 +170,9 @@ def _schedule(study: StudyRecord, chain: Sequence[Trial]) -> Table:
                   f"{study.metric} {arrow(study)}"], rows)
 
 
-def _charts(study: StudyRecord, trials: Sequence[Trial]) -> list[Block]:
+def _charts(storage: Storage, study: StudyRecord, trials: Sequence[Trial]) -> list[Block]:
     blocks: list[Block] = [Heading("History")]
-    points = analysis.history(study, trials)
+    points = analysis.history(study, storage.finished_values(study.id))
     blocks.append(Chart("History", _history_svg(study, points)) if points
                   else Para("No completed trial yet: no history to draw."))
     blocks.append(Heading("Parameter importance"))

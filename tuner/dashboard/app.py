@@ -6,6 +6,7 @@ fresh fragments and chart data. The API is documented at /api/openapi.json."""
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import ipaddress
 import socket
@@ -102,22 +103,27 @@ def create_app(storage: Storage | str, *, token: str | None = None) -> FastAPI:
     def study(study_id: int) -> StudyRecord:
         return store.study_by_id(study_id)
 
-    def cached(record: StudyRecord, kind: str, compute: Any) -> Any:
+    def completed(record: StudyRecord) -> str:
+        """What charts of completed trials depend on: how many there are."""
+        return str(store.counts(record.id, states=[TrialState.COMPLETE])[TrialState.COMPLETE])
+
+    def cached(record: StudyRecord, kind: str, compute: Any, key: str | None = None) -> Any:
         """History and parallel coordinates change only when a trial completes;
         importance (seconds of fANOVA) at most every half minute."""
-        key = data.completed(data.version(store, record))
-        return cache.get(record, kind, key, compute, max_age=30.0 if kind == "importance" else 0)
+        return cache.get(record, kind, key or completed(record), compute,
+                         max_age=30.0 if kind == "importance" else 0)
 
     def figures(record: StudyRecord) -> dict[str, Any]:
-        points = cached(record, "history", lambda: data.history(store, record))
+        key = completed(record)  # once for the three cached reads
+        points = cached(record, "history", lambda: data.history(store, record), key)
         figs = {"history-trials": charts.history(points, record.metric, over="trials"),
                 "history-time": charts.history(points, record.metric, over="time"),
                 "curves": charts.curves(data.curves(store, record), record.metric),
                 "parallel": charts.parallel(
-                    cached(record, "parallel", lambda: data.parallel(store, record)),
+                    cached(record, "parallel", lambda: data.parallel(store, record), key),
                     record.metric),
                 "importance": charts.importance(
-                    cached(record, "importance", lambda: data.importance(store, record)))}
+                    cached(record, "importance", lambda: data.importance(store, record), key))}
         if record.strategy == "pbt":
             lineage = data.lineage(store, record)
             figs["lineage"] = charts.lineage(lineage["segments"], record.metric)
@@ -161,7 +167,8 @@ def create_app(storage: Storage | str, *, token: str | None = None) -> FastAPI:
     def api_history(study_id: int) -> list[dict[str, Any]]:
         """Completed trials in finishing order with the best value so far."""
         record = study(study_id)
-        return cached(record, "history", lambda: data.history(store, record))
+        points = cached(record, "history", lambda: data.history(store, record))
+        return [dataclasses.asdict(p) for p in points]
 
     @app.get("/api/studies/{study_id}/curves", tags=["charts"])
     def api_curves(study_id: int) -> list[dict[str, Any]]:

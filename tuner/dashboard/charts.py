@@ -9,6 +9,7 @@ import html
 import random
 from typing import Any
 
+from tuner.analysis import HistoryPoint, improvements
 from tuner.states import TrialState
 
 MAX_POINTS = 5000  # scatter points drawn at most; the best-so-far curve keeps every step
@@ -27,33 +28,29 @@ def _layout(title: str, x: str, y: str, **extra: Any) -> dict[str, Any]:
             "height": 340, "hovermode": "closest", **extra}
 
 
-def _thin(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _thin(points: list[HistoryPoint]) -> list[HistoryPoint]:
     if len(points) <= MAX_POINTS:
         return points
-    return sorted(random.Random(0).sample(points, MAX_POINTS), key=lambda p: p["finished_at"])
+    return sorted(random.Random(0).sample(points, MAX_POINTS), key=lambda p: p.finished_at)
 
 
-def history(points: list[dict[str, Any]], metric: str, *, over: str) -> dict[str, Any]:
+def history(points: list[HistoryPoint], metric: str, *, over: str) -> dict[str, Any]:
     """Every completed trial's value and the best so far, over trial numbers or time."""
-    key = "number" if over == "trials" else "finished_at"
-    steps = [p for i, p in enumerate(points) if i == 0 or p["best"] != points[i - 1]["best"]]
-    if points and (not steps or steps[-1] is not points[-1]):
-        steps.append(points[-1])
+    steps = improvements(points)
     shown = _thin(points)
-    if over == "time":
-        start = points[0]["finished_at"] if points else 0.0
-        xs = [(p["finished_at"] - start) / 60 for p in shown]
-        step_xs = [(p["finished_at"] - start) / 60 for p in steps]
-    else:
-        xs = [p[key] for p in shown]
-        step_xs = [p[key] for p in steps]
+    start = points[0].finished_at if points else 0.0
+
+    def x(p: HistoryPoint) -> float:
+        return p.number if over == "trials" else (p.finished_at - start) / 60
+
     return {
         "data": [
-            {"type": "scattergl", "mode": "markers", "name": "trial", "x": xs,
-             "y": [p["value"] for p in shown], "text": [f"#{p['number']}" for p in shown],
-             "marker": {"size": 5, "opacity": 0.6}},
-            {"type": "scatter", "mode": "lines", "name": "best so far", "x": step_xs,
-             "y": [p["best"] for p in steps], "line": {"shape": "hv", "width": 2}},
+            {"type": "scattergl", "mode": "markers", "name": "trial",
+             "x": [x(p) for p in shown], "y": [p.value for p in shown],
+             "text": [f"#{p.number}" for p in shown], "marker": {"size": 5, "opacity": 0.6}},
+            {"type": "scatter", "mode": "lines", "name": "best so far",
+             "x": [x(p) for p in steps], "y": [p.best for p in steps],
+             "line": {"shape": "hv", "width": 2}},
         ],
         "layout": _layout(f"Best so far over {'trials' if over == 'trials' else 'time'}",
                           "trial" if over == "trials" else "minutes since the first result",

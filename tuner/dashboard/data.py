@@ -137,11 +137,6 @@ def version(storage: Storage, study: StudyRecord) -> str:
                      *(f"{t.number}:{t.epochs}" for t in running)])
 
 
-def completed(version: str) -> str:
-    """The part of a version that charts of completed trials depend on."""
-    return next((part for part in version.split(";") if part.startswith("COMPLETE=")), "")
-
-
 class Cache:
     """Results of slow reads per study, kept while their key (a version, or a part of it)
     stays the same, or for `max_age` seconds whatever happens: importance is worth
@@ -167,16 +162,8 @@ class Cache:
             return result
 
 
-def history(storage: Storage, study: StudyRecord) -> list[dict[str, Any]]:
-    """Every completed trial in finishing order with the best value so far."""
-    best = None
-    points = []
-    for number, finished_at, value in storage.finished_values(study.id):
-        if best is None or study.sign * value > study.sign * best:
-            best = value
-        points.append({"number": number, "finished_at": finished_at, "value": value,
-                       "best": best})
-    return points
+def history(storage: Storage, study: StudyRecord) -> list[analysis.HistoryPoint]:
+    return analysis.history(study, storage.finished_values(study.id))
 
 
 def curves(storage: Storage, study: StudyRecord) -> list[dict[str, Any]]:
