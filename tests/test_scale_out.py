@@ -118,8 +118,12 @@ def test_two_agents_of_eight_workers_run_a_thousand_trials_each_exactly_once(
         assert Counter(as_json(r["params"]) for r in runs) == Counter(
             as_json(t.params) for t in trials)
         workers = storage.workers()
-        assert {w.pid for w in workers} == {r["pid"] for r in runs} and len(workers) == 16
-        assert Counter(r["pid"] for r in runs) == {w.pid: w.trials_done for w in workers}
+        assert len(workers) == 16 and {r["pid"] for r in runs} <= {w.pid for w in workers}
+        # The work is spread: on 2 cores a worker may now and then find the queue empty
+        # whenever it looks, but most of the 16 take a share.
+        assert len({r["pid"] for r in runs}) >= 12
+        ran = Counter(r["pid"] for r in runs)
+        assert all(ran.get(w.pid, 0) == w.trials_done for w in workers)
         assert sum(w.trials_done for w in workers) == 1000
 
         first, second = processes[:2]
