@@ -26,3 +26,17 @@ class StudyNotFound(TunerError, KeyError):
 
 class StudyExists(TunerError):
     """A study of that name already exists and was not to be loaded."""
+
+
+class NoTunerDatabase(StorageError):
+    """A reader's database holds no tuner tables (or its SQLite file does not exist); a
+    reader creates nothing, so it says so instead."""
+
+
+class ForeignDatabase(StorageError):
+    """The database holds another application's schema (or a newer tuner's): the tuner
+    neither writes to it nor creates its tables there."""
+
+
+class StudyBusy(TunerError):
+    """The study is held by a live coordinator or worker, so it cannot be deleted now."""

@@ -6,9 +6,15 @@ Guarantees, on SQLite, PostgreSQL and MySQL/MariaDB alike:
 - a RUNNING trial is finished or requeued only by a statement that names its state and
   its worker, so a late result from a worker that lost its lease is refused, not counted;
 - trial numbers are unique per study (a unique constraint settles races);
-- the schema is created or upgraded with Alembic on first use;
-- deadlocks, serialization failures and lock timeouts are retried with jittered backoff;
-- driver errors about reaching the database become `StorageError` with a readable message.
+- the schema is created (unless `create=False`: a reader creates nothing, not even a
+  SQLite file) or upgraded with Alembic on first use; another application's database,
+  or a file that is not a SQLite database, is refused before anything is written to it;
+- a SQLite file this process may not write is read without leaving -wal or -shm files;
+- deadlocks, serialization failures and lock timeouts are retried with jittered backoff,
+  a lost connection for a while; what waiting cannot heal (a read-only, full or damaged
+  database, a missing table, a refused login) is raised at once;
+- driver errors, but a unique constraint's (the methods answer those themselves), become
+  `StorageError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -21,16 +27,18 @@ import logging
 import math
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote, unquote, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy import event, func
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -41,7 +49,14 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import StaticPool
 
-from tuner.errors import StorageError, StudyExists, StudyNotFound
+from tuner.errors import (
+    ForeignDatabase,
+    NoTunerDatabase,
+    StorageError,
+    StudyBusy,
+    StudyExists,
+    StudyNotFound,
+)
 from tuner.states import TrialState
 from tuner.storage.clock import db_now
 from tuner.storage.models import EpochRow, StudyRow, TrialRow, WorkerRow
@@ -55,8 +70,10 @@ epochs = EpochRow.__table__
 workers = WorkerRow.__table__
 
 DEFAULT_URL = "sqlite:///tuner.db"
+LEASE_GRACE = 30.0  # seconds without a heartbeat before a worker's or coordinator's lease ends
 F = TypeVar("F", bound=Callable[..., Any])
 _MIGRATIONS = Path(__file__).with_name("migrations")
+_TUNER_TABLES = frozenset(table.name for table in (studies, trials, epochs, workers))
 
 
 def _finite(value: float | None) -> float | None:
@@ -87,7 +104,68 @@ _NETWORK_TIMEOUTS: dict[str, dict[str, Any]] = {  # by driver
 }
 
 
-def _make_engine(url: str, pool_size: int) -> Engine:
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
+
+
+def _sqlite_file(parsed: URL) -> Path | None:
+    """The file of a SQLite URL, given as a path or as SQLite's `file:` URI; None for a
+    database in memory."""
+    database = parsed.database or ""
+    if sa.util.asbool(parsed.query.get("uri", False)):
+        if parsed.query.get("mode") == "memory" or not database.startswith("file:"):
+            return None
+        database = unquote(urlsplit(database).path)
+    return None if database in ("", ":memory:") else Path(os.path.abspath(database))
+
+
+def _open_sqlite(url: str, parsed: URL, path: Path, create: bool) -> URL:
+    """Check a SQLite file before SQLite opens it, and choose how SQLite opens it.
+
+    SQLite would create a missing file (and folder errors read "unable to open database
+    file"), and a file that is not a database fails only at the first statement. A file
+    this process may not write, or in a folder it may not write, is opened read-only
+    without the -wal and -shm files SQLite would otherwise leave there: owned by this user,
+    they would make the database read-only for its owner."""
+    if path.is_dir():
+        raise StorageError(f"{path} is a folder, not a SQLite database file")
+    if not path.parent.is_dir():
+        raise StorageError(f"cannot open {path}: the folder {path.parent} does not exist")
+    if not path.exists():
+        if not create:
+            raise NoTunerDatabase(f"{safe_url(url)} holds no tuner studies (there is no file "
+                                  f"{path}); nothing was created there")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise StorageError(f"cannot create {path}: the folder {path.parent} is not writable")
+        return parsed
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+    if header and header != _SQLITE_HEADER:  # an empty file is a new database to SQLite
+        raise StorageError(f"{path} is not a SQLite database (it does not begin with SQLite's "
+                           "header); it was left as it was")
+    if sa.util.asbool(parsed.query.get("uri", False)):
+        return parsed  # the user's own `file:` URI: how to open it is theirs to say
+    wal = Path(f"{path}-wal")
+    if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK):
+        flags = {} if create else {"mode": "rw"}  # rw: never create the file
+    elif Path(f"{path}-shm").exists():
+        flags = {"mode": "ro"}  # a writer is live: read its log through its -shm
+    elif wal.exists() and wal.stat().st_size:
+        raise StorageError(
+            f"cannot read {path}: it is read-only here and its write-ahead log {wal} holds "
+            "changes that only a user who may write the file can finish: open it once as one")
+    else:
+        # No writer: the file is all there is (one that starts later is not seen).
+        flags = {"mode": "ro", "immutable": "1"}
+    if not flags:
+        return parsed
+    return parsed.set(database=f"file:{quote(str(path))}",
+                      query={**parsed.query, **flags, "uri": "true"})
+
+
+def _make_engine(url: str, pool_size: int, create: bool = True) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -103,8 +181,9 @@ def _make_engine(url: str, pool_size: int) -> Engine:
                 connect_args={k: v for k, v in timeouts.items() if k not in parsed.query},
             )
         memory = parsed.database in (None, "", ":memory:")
+        path = _sqlite_file(parsed) if parsed.get_driver_name() == "pysqlite" else None
         engine = sa.create_engine(
-            url,
+            parsed if path is None else _open_sqlite(url, parsed, path, create),
             connect_args={"timeout": 60, "check_same_thread": False},
             poolclass=StaticPool if memory else None,
         )
@@ -114,20 +193,21 @@ def _make_engine(url: str, pool_size: int) -> Engine:
     # pysqlite's own transaction handling is off so that a write transaction can start
     # with BEGIN IMMEDIATE: taking the write lock first means no transaction ever has
     # to upgrade a read lock, which is where SQLite would fail instead of waiting.
+    # (WAL mode is not set here: it changes the file, see `Storage._use_wal`.)
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        if not memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get("tuner_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get("tuner_bare", False):  # for a PRAGMA SQLite refuses in a transaction
+            return
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("tuner_write") else "BEGIN")
 
     return engine
 
@@ -145,18 +225,48 @@ _SCHEMA_LOCK = {  # (take, release) a lock held by the session, not the transact
     "mysql": ("SELECT GET_LOCK('tuner_schema', 50)", "SELECT RELEASE_LOCK('tuner_schema')"),
     "mariadb": ("SELECT GET_LOCK('tuner_schema', 50)", "SELECT RELEASE_LOCK('tuner_schema')"),
 }
-_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
-_TRANSIENT_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
+_LOCK_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
+_LOCK_MYSQL = {1205, 1213}  # lock wait timeout, deadlock
+# A server shutting down, starting up, crashed or out of connections; a connection killed
+# (MariaDB 1927) or cut when idle (4031); a socket already closed (pymysql's 0); 2xxx: the
+# client lost the server or could not reach it.
+_LOST_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}
+_LOST_MYSQL = {0, 1040, 1053, 1927, 4031, *range(2000, 3000)}
+# Connect errors without a code that relay a server's refusal rather than its absence.
+_REFUSALS = ("does not exist", "authentication", "pg_hba.conf", "permission denied",
+             "access denied")
+_SQLITE_HINTS = {  # what SQLite's own words leave out
+    "SQLITE_READONLY": " (the database is read-only here: writing needs write access to the "
+                       "file and its folder)",
+    "SQLITE_NOTADB": " (the file is damaged, or not a SQLite database)",
+    "SQLITE_CORRUPT": " (the file is damaged)",
+}
 
 
-def _is_transient(exc: DBAPIError) -> bool:
+def _kind(exc: DBAPIError) -> Literal["lock", "lost", "fatal"]:
+    """What waiting does for a driver error: another transaction's lock goes ("lock"), a
+    server that went away comes back ("lost"); anything else stays as it is ("fatal": a
+    read-only, full or damaged database, a missing table, a refused login or privilege, a
+    bad statement), and retrying it would only put off the message."""
     orig = exc.orig
-    if getattr(orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
-        return True
+    sqlite = getattr(orig, "sqlite_errorname", None)
+    if sqlite is not None:  # a file has no connection to lose, only locks to wait for
+        return "lock" if sqlite.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) else "fatal"
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     args = getattr(orig, "args", ())
-    if args and args[0] in _TRANSIENT_MYSQL:
-        return True
-    return "database is locked" in str(orig)
+    code = args[0] if args and isinstance(args[0], int) else None
+    if state in _LOCK_SQLSTATES or code in _LOCK_MYSQL:
+        return "lock"
+    if (exc.connection_invalidated or code in _LOST_MYSQL
+            or str(state).startswith("08") or state in _LOST_SQLSTATES):
+        return "lost"
+    if state or code is not None:
+        return "fatal"
+    # No code: the driver's own word on its socket (refused, reset, timed out), unless it
+    # relays the server's refusal of a login or of a database's name.
+    refused = any(word in str(orig).lower() for word in _REFUSALS)
+    lost = isinstance(exc, (OperationalError, InterfaceError)) and not refused
+    return "lost" if lost else "fatal"
 
 
 def _retrying(method: F) -> F:
@@ -195,17 +305,28 @@ def _retrying(method: F) -> F:
 class Storage:
     """Studies, trials, epochs and workers in a SQL database given by URL."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, pool_size: int = 2,
+    def __init__(self, url: str = DEFAULT_URL, *, create: bool = True, pool_size: int = 2,
                  reconnect_timeout: float = 120.0) -> None:
+        """Open the database at `url`, creating the tuner's schema there or upgrading it.
+
+        With `create=False` (for commands that only read) nothing is created: neither a
+        missing SQLite file nor the tables of a database without them (`NoTunerDatabase`);
+        an older tuner schema is still upgraded. Another application's database is refused
+        either way (`ForeignDatabase`)."""
         self.url = url
+        self._create = create
         self.reconnect_timeout = reconnect_timeout
-        self.engine = _make_engine(url, pool_size)
+        self.engine = _make_engine(url, pool_size, create)
         self._connected = False  # until then a connection error is the user's, not a blip
         # An in-memory SQLite database lives on one shared connection: one transaction
         # at a time, whichever thread (coordinator, in-process worker) asks.
         self._serial = (threading.RLock() if isinstance(self.engine.pool, StaticPool)
                         else contextlib.nullcontext())
-        self._upgrade_schema()
+        try:
+            self._upgrade_schema()
+        except BaseException:
+            self.engine.dispose()  # a refused database keeps no connection (nor file) open
+            raise
 
     def __repr__(self) -> str:
         return f"Storage({safe_url(self.url)!r})"
@@ -215,45 +336,110 @@ class Storage:
 
     # -- plumbing -------------------------------------------------------------------
     @contextlib.contextmanager
-    def _tx(self, write: bool = False) -> Iterator[Connection]:
-        """One transaction; commits on success, rolls back on error."""
+    def _tx(self, write: bool = False, bare: bool = False) -> Iterator[Connection]:
+        """One transaction; commits on success, rolls back on error. `bare`: no BEGIN, for
+        a PRAGMA that SQLite refuses inside a transaction."""
         try:
             with self._serial, self.engine.connect() as conn:
-                if write:
-                    conn = conn.execution_options(tuner_write=True)
+                if write or bare:
+                    conn = conn.execution_options(tuner_write=write, tuner_bare=bare)
                 with conn.begin():
                     yield conn
             self._connected = True
+        except IntegrityError:
+            raise  # a unique constraint's verdict: the methods turn it into their answer
         except DBAPIError as exc:
-            message = f"database error on {safe_url(self.url)}: {str(exc.orig).strip()}"
-            if _is_transient(exc):
-                raise TransientStorageError(message) from exc
-            if isinstance(exc, (OperationalError, InterfaceError)):
-                if self._connected or exc.connection_invalidated:
-                    raise ConnectionLost(message) from exc
-                raise StorageError(message) from exc
-            raise
+            raise self._error(exc) from exc
+
+    def _error(self, exc: DBAPIError) -> StorageError:
+        """A driver error as one line naming the database, of the class `_retrying` reads:
+        a lock is retried soon, a lost connection for a while (once this process has been
+        connected: before, it is the user's URL or server that is wrong), the rest never."""
+        name = getattr(exc.orig, "sqlite_errorname", "")
+        hint = _SQLITE_HINTS.get("_".join(name.split("_")[:2]), "")
+        text = " ".join(str(exc.orig).split())  # drivers' messages run over several lines
+        message = f"database error on {safe_url(self.url)}: {text}{hint}"
+        kind = _kind(exc)
+        if kind == "lock":
+            return TransientStorageError(message)
+        if kind == "lost" and (self._connected or exc.connection_invalidated):
+            return ConnectionLost(message)
+        return StorageError(message)
 
     def _upgrade_schema(self) -> None:
         from alembic.command import upgrade
         from alembic.config import Config
-        from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
+        from alembic.util import CommandError
 
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
-        head = ScriptDirectory.from_config(config).get_current_head()
+        scripts = ScriptDirectory.from_config(config)
+        head = scripts.get_current_head()
+        known = {script.revision for script in scripts.walk_revisions()}
         with self._tx() as conn:
-            if MigrationContext.configure(conn).get_current_revision() == head:
-                return
+            found = self._schema_found(conn)
+        if found == (head, _TUNER_TABLES):
+            return
+        # On MySQL each CREATE TABLE commits on its own: a process creating the schema now
+        # shows its tables one by one, so a half schema is judged only under the lock.
+        self._judge_schema(*found, known, halfway=self.engine.dialect.name in ("mysql", "mariadb"))
+        if self.engine.dialect.name == "sqlite" and not isinstance(self.engine.pool, StaticPool):
+            self._use_wal()
         # Processes started together on a new database (a coordinator and its agents)
         # would all create the tables: one does, under a lock; the others then find them.
         with self._schema_lock(), self._tx(write=True) as conn:
-            if MigrationContext.configure(conn).get_current_revision() == head:
+            revision, tables = self._schema_found(conn)
+            self._judge_schema(revision, tables, known)
+            if revision == head:
                 return
             config.attributes["connection"] = conn
             log.info("upgrading the schema of %s to %s", safe_url(self.url), head)
-            upgrade(config, "head")
+            try:
+                upgrade(config, "head")
+            except CommandError as exc:
+                raise StorageError(
+                    f"cannot upgrade the schema of {safe_url(self.url)}: {exc}") from exc
+
+    @staticmethod
+    def _schema_found(conn: Connection) -> tuple[str | None, frozenset[str]]:
+        """The tuner's schema as the database holds it: the Alembic revision (several rows
+        are joined into one, which is none of ours) and which of the tuner's tables exist."""
+        from alembic.runtime.migration import MigrationContext
+
+        heads = MigrationContext.configure(conn).get_current_heads()
+        return ", ".join(heads) or None, _TUNER_TABLES & set(sa.inspect(conn).get_table_names())
+
+    def _judge_schema(self, revision: str | None, tables: frozenset[str], known: set[str],
+                      halfway: bool = False) -> None:
+        """Refuse another application's database, and a reader's database without the
+        tuner's tables, before anything is written there. `halfway`: a schema being created
+        may be seen half made, so tables and revision need not match yet."""
+        why = None
+        if revision is not None and revision not in known:
+            why = f"its schema revision {revision!r} (in alembic_version) is none of the tuner's"
+        elif revision is None and tables and not halfway:
+            why = (f"it has tables named like the tuner's ({', '.join(sorted(tables))}) but "
+                   "no tuner schema revision")
+        elif revision is not None and tables != _TUNER_TABLES and not halfway:
+            why = (f"it is at the tuner's schema revision {revision!r} but lacks the tables "
+                   f"{', '.join(sorted(_TUNER_TABLES - tables))}")
+        if why:
+            raise ForeignDatabase(
+                f"{safe_url(self.url)} is not a tuner database: {why}. It is another "
+                "application's (or a newer tuner's, or damaged) and was left as it was; give "
+                "the tuner a database of its own")
+        if revision is None and not tables and not self._create:
+            raise NoTunerDatabase(f"{safe_url(self.url)} holds no tuner studies (no tuner "
+                                  "tables); nothing was created there")
+
+    def _use_wal(self) -> None:
+        """Put a SQLite file in WAL mode, where readers go on while a worker writes. The
+        mode belongs to the file, so it is set once the file is known to be the tuner's
+        (or new): on another application's file it would be a change."""
+        with self._tx(bare=True) as conn:
+            if conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
 
     @contextlib.contextmanager
     def _schema_lock(self) -> Iterator[None]:
@@ -264,12 +450,15 @@ class Storage:
             yield
             return
         lock, unlock = statements
-        with self.engine.connect() as conn:
-            conn.exec_driver_sql(lock)
-            try:
-                yield
-            finally:
-                conn.exec_driver_sql(unlock)
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql(lock)
+                try:
+                    yield
+                finally:
+                    conn.exec_driver_sql(unlock)
+        except DBAPIError as exc:  # the lock's own statements: the body raises StorageErrors
+            raise self._error(exc) from exc
 
     # -- studies --------------------------------------------------------------------
     @_retrying
@@ -367,9 +556,16 @@ class Storage:
         ]
 
     @_retrying
-    def delete_study(self, name: str) -> None:
+    def delete_study(self, name: str, *, grace: float = LEASE_GRACE) -> None:
+        """Delete a study with its trials, refused (`StudyBusy`) while a coordinator or a
+        worker that heartbeat within `grace` seconds holds it: it would crash mid-run."""
         study = self.get_study(name)
         with self._tx(write=True) as conn:
+            holders = self._holders(conn, study.id, grace)
+            if holders:
+                raise StudyBusy(
+                    f"study {name!r} is in use by {' and '.join(holders)}; stop them first "
+                    f"(Ctrl-C on `tuner run`; a killed one lets go after {grace:.0f} s)")
             # Explicit deletes, children first: MySQL and SQLite without the pragma
             # would not cascade on their own.
             trial_ids = sa.select(trials.c.id).where(trials.c.study_id == study.id)
@@ -379,6 +575,65 @@ class Storage:
                 workers.update().where(workers.c.study_id == study.id).values(study_id=None)
             )
             conn.execute(studies.delete().where(studies.c.id == study.id))
+
+    @staticmethod
+    def _holders(conn: Connection, study_id: int, grace: float) -> list[str]:
+        """Who holds the study now: its coordinator and the workers serving it, if their
+        heartbeat is fresh and (on this host) their process is alive."""
+        now = conn.execute(sa.select(db_now())).scalar_one()
+        here = socket.gethostname()
+
+        def alive(host: str, pid: int) -> bool:
+            return host != here or pid_alive(pid)
+
+        found = []
+        row = conn.execute(sa.select(studies.c.coordinator, studies.c.coordinator_beat_at)
+                           .where(studies.c.id == study_id)).one()
+        if row.coordinator and row.coordinator_beat_at >= now - grace:
+            host, _, rest = row.coordinator.partition(":")
+            pid = rest.partition(":")[0]
+            if not pid.isdigit() or alive(host, int(pid)):
+                found.append(f"its coordinator {host}:{pid} "
+                             f"(renewed {now - row.coordinator_beat_at:.1f} s ago)")
+        serving = conn.execute(
+            sa.select(workers.c.host, workers.c.pid).distinct()
+            .outerjoin(trials, sa.and_(trials.c.worker_id == workers.c.id,
+                                       trials.c.state == TrialState.RUNNING.value))
+            .where(workers.c.stopped_at.is_(None), workers.c.heartbeat_at >= now - grace,
+                   sa.or_(workers.c.study_id == study_id, trials.c.study_id == study_id))
+        ).all()
+        live = [f"{host}:{pid}" for host, pid in serving if alive(host, pid)]
+        if live:
+            found.append(f"{len(live)} worker{'s' if len(live) > 1 else ''} "
+                         f"({', '.join(live[:5])}{', …' if len(live) > 5 else ''})")
+        return found
+
+    @_retrying
+    def find_study(self, name: str) -> StudyRecord | None:
+        """The study of that name, or None."""
+        with self._tx() as conn:
+            row = conn.execute(sa.select(studies).where(studies.c.name == name)).first()
+        return None if row is None else StudyRecord(**row._mapping)
+
+    @_retrying
+    def record_changed_definition(
+        self, study_id: int, *, path: str | None, source_hash: str | None,
+        space: Mapping[str, Any], settings: Mapping[str, Any], change: Mapping[str, Any],
+    ) -> StudyRecord:
+        """Accept a changed study file for a study (the user said so): its path and hash,
+        its space (changed parameters replaced, new ones appended, those it no longer
+        declares kept for earlier trials) and settings; `change` is kept in the study's
+        settings under "file_changes", stamped with the time."""
+        with self._tx(write=True) as conn:
+            row = conn.execute(sa.select(studies.c.space, studies.c.settings)
+                               .where(studies.c.id == study_id).with_for_update()).one()
+            at = conn.execute(sa.select(db_now())).scalar_one()
+            history = [*row.settings.get("file_changes", []), {**change, "at": at}]
+            conn.execute(studies.update().where(studies.c.id == study_id).values(
+                definition=path, definition_hash=source_hash,
+                space={**row.space, **space},
+                settings={**row.settings, **settings, "file_changes": history}))
+        return self.study_by_id(study_id)
 
     @_retrying
     def update_space(self, study_id: int, space: Mapping[str, Any]) -> None:
@@ -846,9 +1101,12 @@ class Storage:
             ).rowcount
             if taken:
                 return None
-            return conn.execute(
+            holder = conn.execute(
                 sa.select(studies.c.coordinator).where(studies.c.id == study_id)
-            ).scalar_one()
+            ).first()
+        if holder is None:
+            raise StudyNotFound(f"the study with id {study_id} was deleted")
+        return holder.coordinator
 
     @_retrying
     def release_coordinator(self, study_id: int, owner: str) -> None:
@@ -879,7 +1137,13 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, someone else's
         return True
-    return True
+    # A killed process whose parent died too stays a zombie where nothing reaps orphans
+    # (a container whose first process is not an init): it runs nothing, so it is dead.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS), or it just went away
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 @dataclass(frozen=True)
