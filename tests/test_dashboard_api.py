@@ -4,12 +4,17 @@ read-only guard. (The browser tests drive the same app through the real server.)
 
 from __future__ import annotations
 
+import sqlite3
+import time
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
 from tests.conftest import SHOWCASE_NAMES
-from tuner.dashboard import check_bind, create_app
+from tuner.dashboard import check_bind, create_app, data
+from tuner.dashboard.app import allowed_hosts_for
 from tuner.errors import TunerError
 from tuner.space import Choice, Float, Int, Space
 from tuner.states import TrialState
@@ -111,6 +116,14 @@ def test_trial_detail_has_epochs_worker_and_error(client, showcase, ids):
     stored = storage.epochs([done.id])[done.id]
     assert [e["value"] for e in detail["per_epoch"]] == [e["value"] for e in stored]
     assert len(stored) == done.epochs == 9
+    # epochs counted from 1, as Keras prints them; the database keeps Keras's 0-based index
+    assert [e["epoch"] for e in stored] == list(range(9))
+    assert [e["epoch"] for e in detail["per_epoch"]] == list(range(1, 10))
+    assert done.best_epoch is not None and detail["best_epoch"] == done.best_epoch + 1
+    assert detail["epochs"] == 9  # a count, unchanged
+    listed = client.get(f"/api/studies/{ids['learners']}/trials",
+                        params={"filter": f"number = {done.number}"}).json()["trials"]
+    assert listed[0]["best_epoch"] == done.best_epoch + 1
     assert client.get(f"/api/studies/{ids['learners']}/trials/999").status_code == 404
 
 
@@ -128,6 +141,9 @@ def test_chart_data(client, showcase, ids):
     assert {"COMPLETE", "PRUNED"} <= states  # told apart
     pruned = next(c for c in curves if c["state"] == "PRUNED")
     assert len(pruned["values"]) < 9
+    assert all(c["epochs"] == list(range(1, len(c["values"]) + 1)) for c in curves)
+    drawn = client.get(f"/api/studies/{study.id}/charts").json()["curves"]
+    assert {trace["x"][0] for trace in drawn["data"]} == {1}  # the x axis starts at epoch 1
 
     pbt = ids["pbt"]
     importance = client.get(f"/api/studies/{pbt}/importance").json()
@@ -180,15 +196,18 @@ def test_read_only(client, ids):
         assert response.status_code == 405, method
 
 
+TOKEN = "s3cret-0123456789"
+
+
 def test_token_is_required_when_set(showcase):
-    with TestClient(create_app(showcase, token="s3cret")) as client:
+    with TestClient(create_app(showcase, token=TOKEN)) as client:
         assert client.get("/").status_code == 401
         assert client.get("/api/studies").status_code == 401
         assert client.get("/static/dashboard.js").status_code == 401
         assert client.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert client.get("/api/studies",
-                          headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        first = client.get("/?token=s3cret")
+                          headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        first = client.get(f"/?token={TOKEN}")
         assert first.status_code == 200 and "tuner_token" in first.headers["set-cookie"]
         assert client.get("/api/studies").status_code == 200  # the cookie carries it now
 
@@ -196,10 +215,243 @@ def test_token_is_required_when_set(showcase):
 def test_a_bind_beyond_loopback_needs_a_token():
     check_bind("127.0.0.1", None)
     check_bind("localhost", None)
-    check_bind("0.0.0.0", "token")
+    check_bind("0.0.0.0", TOKEN)
     for host in ("0.0.0.0", "::", "192.0.2.1"):
         with pytest.raises(TunerError, match="without a token"):
             check_bind(host, None)
+
+
+def test_a_short_token_is_refused(showcase):
+    for short in ("", "token", "x" * 15):
+        for host in ("127.0.0.1", "0.0.0.0"):
+            with pytest.raises(TunerError, match="too short .* at least 16"):
+                check_bind(host, short)
+        with pytest.raises(TunerError, match="too short"):
+            create_app(showcase, token=short)
+    check_bind("0.0.0.0", "x" * 16)
+    create_app(showcase, token="x" * 16)
+
+
+# -- the Host header (DNS rebinding) ----------------------------------------------------------
+
+def test_only_the_names_of_the_bound_address_are_answered(showcase):
+    """A web page can point its own name at 127.0.0.1: its requests then reach the server
+    with its name in the Host header, and must be refused."""
+    hosts = allowed_hosts_for("127.0.0.1", ["tuner.example.org"])
+    with TestClient(create_app(showcase, allowed_hosts=hosts)) as client:
+        for host in ("127.0.0.1", "127.0.0.1:8080", "localhost", "LOCALHOST:8080", "[::1]:8080",
+                     "tuner.example.org", "tuner.example.org:443"):
+            response = client.get("/api/studies", headers={"Host": host})
+            assert response.status_code == 200, host
+            assert {s["name"] for s in response.json()} == set(SHOWCASE_NAMES.values())
+        for host in ("evil.example.com", "evil.example.com:8080", "127.0.0.1.evil.example.com",
+                     "localhost.evil.example.com", "tuner.example.org.evil.com", "[::2]", "",
+                     "evil.example.com@127.0.0.1"):
+            for path in ("/api/studies", "/", "/static/dashboard.js"):
+                response = client.get(path, headers={"Host": host})
+                assert response.status_code == 400, (host, path)
+                assert "learners" not in response.text and len(response.text) < 100
+                assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_which_names_a_bound_address_answers(showcase):
+    loopback = ["127.0.0.1", "localhost", "[::1]"]
+    assert allowed_hosts_for("127.0.0.1") == [*loopback, "127.0.0.1"]
+    assert allowed_hosts_for("::1", ["a.example"]) == [*loopback, "[::1]", "a.example"]
+    # beyond loopback the token guards it: names are checked only when the user gave some
+    assert allowed_hosts_for("0.0.0.0") is None
+    assert allowed_hosts_for("192.0.2.1", ["a.example"]) == ["192.0.2.1", "a.example"]
+    for name in ("a.example:8080", "http://a.example", "a*.example", "a.example/x", ""):
+        with pytest.raises(TunerError, match="cannot allow the host"):
+            create_app(showcase, allowed_hosts=[name])
+
+
+def test_beyond_loopback_a_host_check_applies_only_to_names_given(showcase):
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    app = create_app(showcase, token=TOKEN, allowed_hosts=allowed_hosts_for("0.0.0.0"))
+    with TestClient(app) as client:
+        assert client.get("/api/studies", headers={**bearer, "Host": "any.example"}).is_success
+        assert client.get("/api/studies", headers={"Host": "any.example"}).status_code == 401
+    app = create_app(showcase, token=TOKEN,
+                     allowed_hosts=allowed_hosts_for("0.0.0.0", ["tuner.example.org"]))
+    with TestClient(app) as client:
+        assert client.get("/api/studies",
+                          headers={**bearer, "Host": "tuner.example.org"}).is_success
+        assert client.get("/api/studies",
+                          headers={**bearer, "Host": "any.example"}).status_code == 400
+
+
+# -- hostile and out-of-range input -----------------------------------------------------------
+
+SPACES = " " * 120_000
+LONG = 60_000  # characters: httpx sends no longer a query (the real server gets 120,000)
+
+
+@pytest.mark.parametrize("query", [
+    {"filter": " " * LONG},
+    {"filter": "value = a" + " " * LONG + "b"},  # 9 s: the old regex backtracked quadratically
+    {"filter": "value >= 0.9, " * 100},
+    {"sort": "x" * LONG},
+    {"state": "S" * LONG},
+    {"order": "o" * LONG},
+])
+def test_long_queries_are_refused_at_once(client, ids, query):
+    url = f"/api/studies/{ids['learners']}/trials"
+    started = time.monotonic()
+    response = client.get(url, params=query)
+    assert time.monotonic() - started < 1.0
+    assert response.status_code == 400
+    assert "too long" in response.json()["detail"] and len(response.text) < 200
+    page = client.get(f"/studies/{ids['learners']}", params=query)
+    assert page.status_code == 200 and 'id="table-error"' in page.text and "too long" in page.text
+
+
+def test_the_filter_parser_is_linear(showcase, ids):
+    """Past the length bound too: parsing never backtracks (the bound is a second guard)."""
+    study = Storage(showcase).study_by_id(ids["learners"])
+    space = Space.from_dict(study.space)
+    started = time.monotonic()
+    for text in (f"value = a{SPACES}b", f"rep{SPACES}>{SPACES}1", f"lr = {SPACES}0.1{SPACES}"):
+        try:
+            data.parse_filter(text, study, space)
+        except data.BadQuery:
+            pass
+    assert time.monotonic() - started < 1.0
+    assert data.parse_filter(f"rep{SPACES}>= 2", study, space)[0].value == 2.0
+    assert [(f.field, f.op, f.value) for f in data.parse_filter(
+        "rep != 1, lr<=0.1, value>0.5", study, space)] == [
+        ("rep", "!=", 1.0), ("lr", "<=", 0.1), ("value", ">", 0.5)]
+
+
+def test_a_long_study_name_is_refused(client):
+    response = client.get("/api/study", params={"name": "n" * LONG})
+    assert response.status_code == 422 and len(response.text) < 1000
+
+
+@pytest.fixture
+def small_study(storage_url):
+    """A study of five trials, three completed with a value and an epoch, on each database."""
+    storage = Storage(storage_url)
+    space = Space(units=Int(8, 512), act=Choice(["relu", "tanh"]))
+    study = storage.create_study("small", metric="m", direction="minimize", strategy="random",
+                                 seed=1, space=space.to_dict(), settings={})
+    storage.enqueue_trials(study.id, [(n, {"units": 8 + n, "act": "relu"}, None)
+                                      for n in range(5)])
+    worker = storage.register_worker(host="h", pid=1, device="cpu", study_id=study.id)
+    for n in range(3):
+        trial = storage.claim_trial(study.id, worker)
+        storage.report_epoch(trial.id, worker, 0, float(n), {"m": float(n)})
+        storage.finish_trial(trial.id, worker, TrialState.COMPLETE, value=float(n), best_epoch=0)
+    return storage, study
+
+
+def test_out_of_range_numbers_are_a_clear_error(small_study):
+    """Numbers past what a database driver takes (a 500 on SQLite and PostgreSQL), and nan
+    or inf in a filter (a 500 on MariaDB), are the user's error, on pages and in the API."""
+    storage, study = small_study
+    with TestClient(create_app(storage), raise_server_exceptions=False) as client:
+        api, page = f"/api/studies/{study.id}/trials", f"/studies/{study.id}"
+        for huge in (9223372036854775807, 2**64, data.MAX_PAGE + 1):
+            response = client.get(api, params={"page": huge})
+            assert response.status_code == 422, huge
+            assert response.json()["detail"][0]["loc"] == ["query", "page"]
+            response = client.get(page, params={"page": huge})
+            assert response.status_code == 422 and "page: Input should be less" in response.text
+            assert "<h1>Bad request</h1>" in response.text
+        last = client.get(api, params={"page": data.MAX_PAGE, "per_page": 200}).json()
+        assert last["trials"] == [] and last["total"] == 5
+
+        for field in ("value", "units", "number"):
+            for number in ("nan", "inf", "-inf", "NaN", "1e400"):
+                condition = f"{field} > {number}"
+                response = client.get(api, params={"filter": condition})
+                assert response.status_code == 400, condition
+                assert f"cannot compare it with '{number}'" in response.json()["detail"]
+                response = client.get(page, params={"filter": condition})
+                assert response.status_code == 200 and 'id="table-error"' in response.text
+        big = client.get(api, params={"filter": "value < 1e300, number > -1e300"}).json()
+        assert big["total"] == 3
+
+        # ids and trial numbers: 32-bit columns
+        for path in (f"/api/studies/{2**31}", f"/api/studies/{study.id}/trials/{2**63}",
+                     f"/studies/{2**64}", f"/studies/{study.id}/trials/{2**31}",
+                     "/api/studies/-1"):
+            assert client.get(path).status_code == 422, path
+        for path in (f"/api/studies/{2**31 - 1}", f"/api/studies/{study.id}/trials/{2**31 - 1}",
+                     f"/studies/{2**31 - 1}", f"/studies/{study.id}/trials/{2**31 - 1}"):
+            assert client.get(path).status_code == 404, path
+
+
+# -- headers ------------------------------------------------------------------------------------
+
+SECURITY = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
+            "x-frame-options": "DENY"}
+
+
+def assert_secured(response, cache="no-store"):
+    assert "default-src 'self'" in response.headers.get("content-security-policy", "")
+    for name, value in SECURITY.items():
+        assert response.headers.get(name) == value, (name, response.status_code)
+    assert response.headers.get("cache-control") == cache, response.status_code
+
+
+def broken_copy(url: str, folder: Path, name: str) -> str:
+    """A copy of a SQLite database whose study `name` has a search space no code can read:
+    a real fault for the dashboard to meet."""
+    source, path = sqlite3.connect(url.removeprefix("sqlite:///")), folder / "broken.db"
+    with sqlite3.connect(path) as target:
+        source.backup(target)
+        target.execute("UPDATE studies SET space = ? WHERE name = ?",
+                       ('{"x": {"type": "nope"}}', name))
+    source.close()
+    return f"sqlite:///{path}"
+
+
+def test_every_response_carries_the_security_headers(client, showcase, ids, tmp_path):
+    learners = ids["learners"]
+    for path in ("/", f"/studies/{learners}", f"/studies/{learners}/trials/0", "/workers",
+                 "/api/studies", f"/api/studies/{learners}/charts", "/api/openapi.json"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert_secured(response)
+    for path, status in [("/nope", 404), ("/studies/999", 404), ("/api/studies/999", 404),
+                         (f"/api/studies/{learners}/trials/999", 404),
+                         ("/static/nope.js", 404), (f"/studies/{learners}?page=x", 422),
+                         (f"/api/studies/{learners}/trials?page=0", 422),
+                         (f"/api/studies/{learners}/trials?filter=nope>1", 400)]:
+        response = client.get(path)
+        assert response.status_code == status, path
+        assert_secured(response)
+    response = client.post(f"/api/studies/{learners}")
+    assert response.status_code == 405
+    assert_secured(response)
+    # assets may be cached: they change only with the installed package
+    for path in ("/static/dashboard.js", "/static/dashboard.css", "/vendor/plotly.min.js"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert_secured(response, cache=response.headers["cache-control"])
+        assert response.headers["cache-control"].startswith("max-age=")
+
+    with TestClient(create_app(showcase, token=TOKEN)) as guarded:
+        assert_secured(guarded.get("/api/studies"))
+        response = guarded.get("/")
+        assert response.status_code == 401
+        assert_secured(response)
+        assert_secured(guarded.get("/static/dashboard.js"))  # 401: not cacheable either
+    with TestClient(create_app(showcase, allowed_hosts=["127.0.0.1"])) as checked:
+        response = checked.get("/", headers={"Host": "evil.example.com"})
+        assert response.status_code == 400
+        assert_secured(response)
+
+    broken = create_app(broken_copy(showcase, tmp_path, "learners"))
+    with TestClient(broken, raise_server_exceptions=False) as crashing:
+        assert crashing.get("/").status_code == 200  # the other pages still work
+        for path in (f"/studies/{learners}", f"/api/studies/{learners}/trials"):
+            response = crashing.get(path)
+            assert response.status_code == 500, path
+            assert_secured(response)
+            assert "internal error" in response.text and len(response.text) < 200
+            assert "Traceback" not in response.text and "nope" not in response.text
 
 
 def test_trial_page_query_in_sql(storage_url):

@@ -5,6 +5,8 @@ Screenshots of every kind of page go to $TUNER_SCREENSHOTS (or a temporary folde
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import socket
 import sqlite3
@@ -13,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.conftest import ROOT, SHOWCASE_NAMES, cli_env
+from tests.conftest import ROOT, SHOWCASE_NAMES, cli_env, run_cli
 from tuner.display import fmt
 from tuner.states import TrialState
 from tuner.storage import Storage
@@ -30,7 +33,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-TOKEN = "secret"
+TOKEN = "secret-0123456789abcdef"
+ALLOWED_HOST = "tuner.example.org"  # the main server's --allowed-host
 TIMEOUT_MS = 20_000
 STUDY_CHARTS = ("history-trials", "history-time", "curves", "importance", "parallel")
 
@@ -133,7 +137,7 @@ def servers(showcase: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     copy of the showcase that the live-update test writes to."""
     folder = tmp_path_factory.mktemp("dashboards")
     live_url = copy_sqlite(showcase, folder)
-    started = {"main": Server(showcase, folder),
+    started = {"main": Server(showcase, folder, "--allowed-host", ALLOWED_HOST),
                "token": Server(showcase, folder, "--token", TOKEN),
                "live": Server(live_url, folder)}
     try:
@@ -410,9 +414,15 @@ def test_trial_page_from_the_table(page, base, storage, ids, shots):
         "table#params tr", "rows => rows.map(r => [r.cells[0].innerText, r.cells[1].innerText])"))
     assert params == {k: fmt(v) for k, v in trial.params.items()}
 
+    # epochs counted from 1, as Keras prints "Epoch 1/9"; the database keeps 0-based indices
+    assert [e["epoch"] for e in stored] == list(range(9))
+    assert page.locator("#trial-best-epoch").inner_text() == str(trial.best_epoch + 1)
+    assert page.locator("#trial-epochs").inner_text() == "9"
+    assert page.locator("#trial-best-epoch").locator("xpath=../dt").inner_text() == "best epoch"
+    assert page.locator("#trial-epochs").locator("xpath=../dt").inner_text() == "epochs trained"
     rows = table(page, "table#epochs")
     assert len(rows) == len(stored)
-    assert [int(r[0]) for r in rows] == [e["epoch"] for e in stored]
+    assert [int(r[0]) for r in rows] == list(range(1, 10))
     assert [r[1] for r in rows] == [fmt(e["value"]) for e in stored]
     header = page.locator("table#epochs thead th").all_inner_texts()
     assert len(header) == len(set(header)), header  # the metric is not repeated
@@ -423,6 +433,8 @@ def test_trial_page_from_the_table(page, base, storage, ids, shots):
     page.wait_for_selector("#chart-trial svg.main-svg", state="attached")
     drawn = chart(page, "trial")
     assert drawn["traces"] == 1 and drawn["lines"] == 1 and drawn["points"] == len(stored)
+    x = page.locator("#chart-trial").evaluate("el => el.data[0].x")
+    assert x == list(range(1, 10))
     screenshot(page, shots, "trial")
 
     assert page.locator("p.crumbs a").get_attribute("href") == f"/studies/{ids['learners']}"
@@ -475,10 +487,10 @@ def test_pbt_study_shows_lineage_schedule_and_pages(page, base, storage, ids, sh
     chain.reverse()
     rows = table(page, "table#schedule")
     assert [r[0] for r in rows] == [f"#{t.number}" for t in chain]
-    spans = [r[1].split("–") for r in rows]
-    assert spans[0][0] == "0"
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
-    assert int(spans[-1][1]) == sum(t.epochs for t in chain)
+    spans = [[int(n) for n in r[1].split("–")] for r in rows]  # epochs from 1, inclusive
+    assert spans[0][0] == 1
+    assert all(a[1] + 1 == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert spans[-1][1] == sum(t.epochs for t in chain)
     assert rows[-1][-1] == fmt(chain[-1].value)
     screenshot(page, shots, "pbt_study")
 
@@ -619,3 +631,90 @@ def test_refuses_to_listen_beyond_loopback_without_a_token(showcase):
     assert "0.0.0.0" in lines[0] and "--token" in lines[0]
     with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
         sock.connect(("127.0.0.1", port))
+
+
+def raw_get(base: str, path: str, host: str) -> tuple[int, bytes, float]:
+    """GET with this Host header, whatever the address (as a rebound name would send it);
+    the status, the body and the seconds it took."""
+    port = int(base.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    started = time.monotonic()
+    try:
+        connection.request("GET", path, headers={"Host": host})
+        response = connection.getresponse()
+        return response.status, response.read(), time.monotonic() - started
+    finally:
+        connection.close()
+
+
+def test_a_forged_host_is_refused_by_the_real_server(servers):
+    """DNS rebinding: a page of evil.example.com that resolved its name to 127.0.0.1 sends
+    Host: evil.example.com. Only loopback's names and --allowed-host ones are answered."""
+    main, guarded = servers["main"], servers["token"]
+    port = main.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}",
+                 ALLOWED_HOST, f"{ALLOWED_HOST}:{port}"):
+        status, body, _ = raw_get(main, "/api/studies", host)
+        assert status == 200 and b"pbt_digits" in body, host
+    for host in ("evil.example.com", f"evil.example.com:{port}", "localhost.evil.example.com",
+                 f"{ALLOWED_HOST}.evil.example.com"):
+        for path in ("/api/studies", "/", "/static/dashboard.js"):
+            status, body, _ = raw_get(main, path, host)
+            assert status == 400, (host, path)
+            assert b"learners" not in body and b"pbt_digits" not in body and len(body) < 100
+    # the token server is on loopback too: checked the same, whatever the token says
+    assert raw_get(guarded, f"/api/studies?token={TOKEN}", "evil.example.com")[0] == 400
+    assert raw_get(guarded, f"/api/studies?token={TOKEN}", "localhost")[0] == 200
+
+
+def test_a_hostile_filter_does_not_stall_the_server(servers, ids):
+    """120,000 spaces in a filter took 36 s of regex backtracking, and every other request
+    waited: now it is a 400 at once."""
+    base = servers["main"]
+    # as a form sends it (a space is "+"): 120 kB, read by the server in one piece
+    query = urllib.parse.urlencode({"filter": "value = a" + " " * 120_000 + "b"})
+    status, body, seconds = raw_get(base, f"/api/studies/{ids['learners']}/trials?{query}",
+                                    "localhost")
+    assert status == 400 and seconds < 1.0
+    assert "too long" in json.loads(body)["detail"]
+    status, body, seconds = raw_get(base, f"/studies/{ids['learners']}?{query}", "localhost")
+    assert status == 200 and b'id="table-error"' in body and seconds < 1.0
+    status, body, _ = raw_get(base, f"/api/studies/{ids['learners']}/trials?page={2**63 - 1}",
+                              "localhost")
+    assert status == 422 and b"page" in body
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """What the command said, asserted to be one error line, with no traceback."""
+    assert result.returncode in (1, 2), result
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0] and lines[0].startswith("Error")
+    return lines[0]
+
+
+def test_the_command_refuses_a_short_token_and_a_bad_host_name(showcase):
+    line = one_line_error(run_cli("dashboard", "--storage", showcase, "--port",
+                                  str(free_port()), "--token", "secret", timeout=60))
+    assert "token is too short" in line and "at least 16" in line
+    line = one_line_error(run_cli("dashboard", "--storage", showcase, "--port",
+                                  str(free_port()), "--allowed-host", "a.example:80",
+                                  timeout=60))
+    assert "cannot allow the host 'a.example:80'" in line
+
+
+@pytest.mark.parametrize("port", ["70000", "0", "-1", "65536"])
+def test_the_command_refuses_a_port_out_of_range(showcase, port):
+    line = one_line_error(run_cli("dashboard", "--storage", showcase, "--port", port,
+                                  timeout=60))
+    assert f"port {port} is not a TCP port" in line
+
+
+def test_the_command_says_when_its_port_is_taken(showcase):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_line_error(run_cli("dashboard", "--storage", showcase, "--port", str(port),
+                                      timeout=60))
+    assert f"127.0.0.1:{port}" in line and "already in use" in line

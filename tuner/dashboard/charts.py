@@ -59,7 +59,8 @@ def history(points: list[HistoryPoint], metric: str, *, over: str) -> dict[str, 
 
 
 def curves(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """Each trial's metric per epoch; pruned dashed, failed dotted, by colour too."""
+    """Each trial's metric per epoch (numbered from 1, as `data` gives them); pruned dashed,
+    failed dotted, by colour too."""
     data = []
     seen: set[str] = set()
     for row in rows:
@@ -131,5 +132,6 @@ def lineage(segments: list[dict[str, Any]], metric: str) -> dict[str, Any]:
                          "y": [source["member"], s["member"]], "hoverinfo": "skip",
                          "line": {"dash": "dot", "color": "#d62728", "width": 1}})
     return {"data": data,
-            "layout": _layout("PBT lineage (dotted: copied a better member)", "epoch", "member",
+            "layout": _layout("PBT lineage (dotted: copied a better member)", "epochs trained",
+                              "member",
                               yaxis={"title": {"text": "member"}, "dtick": 1})}

@@ -6,10 +6,11 @@ study (history, importance, parallel coordinates) are cached until the study cha
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,12 +20,15 @@ from tuner.coordinator import CoordinatorOptions
 from tuner.errors import TunerError
 from tuner.space import Choice, Fixed, Float, Int, Space
 from tuner.states import TrialState
-from tuner.storage import Storage, StudyRecord, Trial, TrialFilter, WorkerRecord
+from tuner.storage import Storage, StudyRecord, Trial, TrialFilter, WorkerRecord, shown_epoch
 
 PAGE_SIZES = (25, 50, 100, 200)
 CURVES = 40  # learning curves drawn: the best and the latest trials
 PARALLEL_TRIALS = 1000  # the latest completed trials in the parallel-coordinates plot
-_CONDITION = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|!=|=|<|>)\s*(.*?)\s*$")
+MAX_TEXT = 1000  # characters of a filter, sort, order or state: a URL, not a document
+MAX_PAGE = 10**9  # keeps the row offset within the databases' 64-bit integers
+_OPERATOR = re.compile(r"<=|>=|!=|=|<|>|!")  # two-character operators first
+_FIELD = re.compile(r"[A-Za-z_][\w.]*")
 
 
 class BadQuery(TunerError):
@@ -39,7 +43,8 @@ def study_dict(study: StudyRecord) -> dict[str, Any]:
 
 def trial_dict(trial: Trial) -> dict[str, Any]:
     return {"number": trial.number, "state": trial.state.value, "value": trial.value,
-            "params": trial.params, "epochs": trial.epochs, "best_epoch": trial.best_epoch,
+            "params": trial.params, "epochs": trial.epochs,
+            "best_epoch": shown_epoch(trial.best_epoch),
             "retries": trial.retries, "worker_id": trial.worker_id, "error": trial.error,
             "attrs": trial.attrs, "queued_at": trial.queued_at, "started_at": trial.started_at,
             "finished_at": trial.finished_at, "duration": trial.duration}
@@ -78,9 +83,20 @@ class TrialQuery(BaseModel):
     sort: str = "value"
     order: str = Field("best", description="best (best values first), asc or desc")
     state: str = Field("", description="only trials in this state")
-    filter: str = Field("", description="e.g. value >= 0.9, units = 64, activation != relu")
-    page: int = Field(1, ge=1)
+    filter: str = Field("", description="e.g. value >= 0.9, units = 64, activation != relu "
+                                        f"(at most {MAX_TEXT:,} characters)")
+    page: int = Field(1, ge=1, le=MAX_PAGE)
     per_page: int = Field(50, ge=1, le=max(PAGE_SIZES))
+
+
+def _condition(part: str) -> tuple[str, str, str] | None:
+    """`field op value`, split at the first operator: linear in the text (a regex with
+    adjacent unbounded quantifiers took quadratic time on a long run of spaces)."""
+    op = _OPERATOR.search(part)
+    if op is None or op.group() == "!":
+        return None
+    field, raw = part[:op.start()].strip(), part[op.end():].strip()
+    return (field, op.group(), raw) if _FIELD.fullmatch(field) else None
 
 
 def parse_filter(text: str, study: StudyRecord, space: Space) -> list[TrialFilter]:
@@ -88,11 +104,11 @@ def parse_filter(text: str, study: StudyRecord, space: Space) -> list[TrialFilte
     fields = {"number", "value", "epochs", "duration", *space.names}
     filters = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        match = _CONDITION.match(part)
-        if not match:
+        condition = _condition(part)
+        if condition is None:
             raise BadQuery(f"cannot read the filter {part!r}: write e.g. value >= 0.9, "
                            "units = 64, activation != relu")
-        field, op, raw = match.groups()
+        field, op, raw = condition
         if field not in fields:
             raise BadQuery(f"no column or parameter named {field!r} in study {study.name!r}")
         value: float | str = raw.strip("'\"")
@@ -100,12 +116,18 @@ def parse_filter(text: str, study: StudyRecord, space: Space) -> list[TrialFilte
             try:
                 value = float(raw)
             except ValueError:
-                raise BadQuery(f"{field} is a number: cannot compare it with {raw!r}") from None
+                value = math.nan
+            if not math.isfinite(value):  # MariaDB cannot bind nan or inf; no value is either
+                raise BadQuery(f"{field} is a number: cannot compare it with {raw!r}")
         filters.append(TrialFilter(field, op, value))
     return filters
 
 
 def trial_page(storage: Storage, study: StudyRecord, query: TrialQuery) -> dict[str, Any]:
+    for name in ("filter", "sort", "order", "state"):  # bounded work, and short messages
+        if len(getattr(query, name)) > MAX_TEXT:
+            raise BadQuery(f"the {name} is too long: {len(getattr(query, name)):,} characters, "
+                           f"at most {MAX_TEXT:,}")
     space = Space.from_dict(study.space)
     if query.sort not in {"number", "value", "epochs", "duration", *space.names}:
         raise BadQuery(f"cannot sort by {query.sort!r}: no such column or parameter")
@@ -162,6 +184,12 @@ class Cache:
             return result
 
 
+def epochs(storage: Storage, trial_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+    """Per-epoch rows of these trials, each epoch numbered from 1 as users see it."""
+    return {trial_id: [{**row, "epoch": shown_epoch(row["epoch"])} for row in rows]
+            for trial_id, rows in storage.epochs(trial_ids).items()}
+
+
 def history(storage: Storage, study: StudyRecord) -> list[analysis.HistoryPoint]:
     return analysis.history(study, storage.finished_values(study.id))
 
@@ -177,7 +205,7 @@ def curves(storage: Storage, study: StudyRecord) -> list[dict[str, Any]]:
         limit=CURVES)[1]
     chosen = {t.id: t for t in [*best, *latest]}
     chosen = dict(list(chosen.items())[:CURVES])
-    per_epoch = storage.epochs(chosen)
+    per_epoch = epochs(storage, chosen)
     return [{"number": t.number, "state": t.state.value,
              "epochs": [e["epoch"] for e in per_epoch[t.id]],
              "values": [e["value"] for e in per_epoch[t.id]]}

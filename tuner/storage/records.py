@@ -54,6 +54,12 @@ class Trial:
             return None
         return self.finished_at - self.started_at
 
+    @property
+    def error_summary(self) -> str | None:
+        """What went wrong, without the traceback: the exception's type and its whole
+        message (which may span lines), or the whole text when it is not a traceback."""
+        return error_summary(self.error)
+
 
 @dataclass(frozen=True)
 class StudySummary:
@@ -82,3 +88,25 @@ class WorkerRecord:
         if self.stopped_at is not None:
             return "stopped"
         return "live" if now - self.heartbeat_at <= grace else "lost"
+
+
+def shown_epoch(index: int | None) -> int | None:
+    """An epoch as users see it, counted from 1 as Keras prints "Epoch 1/20". The database
+    keeps Keras's own 0-based index; every view (CLI, dashboard, API, exports, reports)
+    shows this number, so "epoch 4" means the same everywhere."""
+    return None if index is None else index + 1
+
+
+def error_summary(error: str | None) -> str | None:
+    """The part of a Python traceback after its last frame: `Type: message`, whole."""
+    if not error:
+        return error
+    lines = error.strip().splitlines()
+    frames = [i for i, line in enumerate(lines)
+              if line.startswith(('  File "', "Traceback"))]
+    if not frames:
+        return error.strip()
+    rest = lines[frames[-1] + 1:]
+    while rest and rest[0].startswith("    "):  # the frame's source line and its carets
+        rest = rest[1:]
+    return "\n".join(rest).strip() or error.strip()
