@@ -270,7 +270,7 @@ def run_service(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) 
 
     def stop_when_spent(progress) -> None:
         nonlocal trained
-        trained += sum(t.epochs for t in progress.finished)
+        trained += progress.trial.epochs if progress.trial is not None else 0
         running = study.storage.trials(study.record.id, states=[TrialState.RUNNING])
         if trained + sum(t.epochs for t in running) >= budget:
             raise BudgetSpent  # the coordinator stops its worker after its current trial

@@ -1,6 +1,8 @@
 """Tune a small MLP on scikit-learn's handwritten digits (ships with scikit-learn: offline).
 
     tuner run studies/digits_mlp.py --strategy bayes --trials 20 --workers 2
+
+Every strategy runs it: grid, random, bayes, bayes-gp and pbt.
 """
 
 import keras
@@ -19,13 +21,16 @@ batch_size = 32
 patience = 3
 
 # The search space: one or two hidden layers; the second exists only when layers == 2.
+# Every parameter takes finitely many values (units: powers of two; log with step=2 is a
+# factor), so a grid can walk it too; `mutable` ones may change while a model trains
+# (population-based training explores them).
 space = Space(
     layers=Int(1, 2),
-    units_1=Int(16, 256, log=True),
-    units_2=Int(16, 256, log=True, when={"layers": [2]}),
+    units_1=Int(16, 256, step=2, log=True),
+    units_2=Int(16, 256, step=2, log=True, when={"layers": [2]}),
     activation=Choice(["relu", "tanh"]),
-    dropout=Float(0.0, 0.5),
-    learning_rate=Float(1e-4, 1e-1, log=True),
+    dropout=Float(0.0, 0.5, step=0.1, mutable=True),
+    learning_rate=Choice([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1], mutable=True),
 )
 
 

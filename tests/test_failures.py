@@ -46,6 +46,29 @@ def test_a_study_that_only_fails_stops_early(sqlite_url):
     assert sum(counts.values()) < 20
 
 
+def test_a_nan_result_fails_the_trial_and_errors_read_in_full(sqlite_url, tmp_path):
+    path = tmp_path / "odd.py"
+    path.write_text(
+        "from tuner import Choice, Space\n"
+        "metric = 'score'\n"
+        "space = Space(mode=Choice(['nan', 'inf', 'multiline', 'ok']))\n"
+        "def objective(hp):\n"
+        "    if hp['mode'] == 'multiline':\n"
+        "        raise ValueError(\"Data cardinality is ambiguous.\\n\"\n"
+        "                         \"'x' sizes: 60\\n'y' sizes: 40\")\n"
+        "    return {'nan': float('nan'), 'inf': float('inf'), 'ok': 1.0}[hp['mode']]\n")
+    study = Study.create(definition=path, storage=sqlite_url, strategy="grid")
+    study.optimize(trials=4, executor=InProcess())
+    by_mode = {t.params["mode"]: t for t in study.trials}
+    for mode in ("nan", "inf"):
+        assert by_mode[mode].state == TrialState.FAILED and by_mode[mode].value is None
+        assert "no finite value of 'score'" in by_mode[mode].error
+    failed = by_mode["multiline"]
+    assert failed.error.startswith("Traceback") and failed.error_summary == (
+        "ValueError: Data cardinality is ambiguous.\n'x' sizes: 60\n'y' sizes: 40")
+    assert study.best_trial.params["mode"] == "ok"
+
+
 def wait_for(condition, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

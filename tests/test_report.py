@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import re
 import subprocess
 import sys
@@ -182,7 +183,9 @@ def test_pbt_report_shows_the_best_trials_schedule(
     assert header == ["Epochs", "Trial", "Member", "Copied from", "dropout", "learning_rate",
                       "val_accuracy ↑"]  # the mutable parameters only: units is fixed
     assert [row[1] for row in rows] == [str(t.number) for t in chain]
-    assert rows[0][0].startswith("0-") and rows[-1][1] == str(best.number)
+    spans = [[int(e) for e in row[0].split("–")] for row in rows]  # epochs counted from 1
+    assert spans[0][0] == 1 and rows[-1][1] == str(best.number)
+    assert all(later[0] == earlier[1] + 1 for earlier, later in itertools.pairwise(spans))
     assert [row[5] for row in rows] == [fmt(t.params["learning_rate"]) for t in chain]
     assert "--export best.keras" in reports["pbt", "md"]
     assert "Hyperparameter schedule" not in reports["learners", "html"]

@@ -125,3 +125,27 @@ def schedule(trials: Sequence[Trial], trial: Trial) -> list[Trial]:
             break
         chain.append(by_number[restore])
     return chain[::-1]
+
+
+def explored(study: StudyRecord) -> list[str]:
+    """The parameters PBT explores: those its options name, else those marked mutable."""
+    named = (study.settings.get("strategy_options") or {}).get("mutable")
+    if named is not None:
+        return list(named)
+    return [p.name for p in Space.from_dict(study.space) if p.mutable]
+
+
+def schedule_rows(study: StudyRecord, chain: Sequence[Trial]) -> list[list[Any]]:
+    """A schedule (see `schedule`) as table rows: the epochs of each stretch, counted from
+    1 as Keras prints them, its trial, member and the member it copied, the values of the
+    `explored` parameters and the value reached."""
+    names = explored(study)
+    rows = []
+    for trial in chain:
+        attrs = trial.attrs or {}
+        segment = attrs.get("segment") or {"start": 0, "epochs": trial.epochs}
+        start = segment["start"]
+        rows.append([f"{start + 1}–{start + segment['epochs']}", trial.number,
+                     attrs.get("member"), attrs.get("copied_from"),
+                     *(trial.params.get(n) for n in names), trial.value])
+    return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -16,31 +17,34 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from tuner.coordinator import CoordinatorOptions, Interrupted
 from tuner.display import (
     ProgressDisplay,
     fmt,
+    make_console,
+    printable,
     schedule_table,
     studies_table,
     trials_table,
     workers_table,
 )
-from tuner.errors import TunerError
+from tuner.errors import NoTunerDatabase, TunerError
 from tuner.states import TrialState
 from tuner.stdio import captured_stderr
-from tuner.storage import DEFAULT_URL, Storage, safe_url
+from tuner.storage import DEFAULT_URL, Storage, safe_url, shown_epoch
+from tuner.strategies import PBT
 from tuner.study import Study, rank, trial_row
 
+# Plain help (no markup in help texts, flags shown without a value type).
 app = typer.Typer(
     help="Hyperparameter search for Keras models, with every trial in a SQL database.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    rich_markup_mode=None,
 )
-# Off a terminal (logs, CI, pipes) Rich would squeeze tables into 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+out = make_console()
+err = make_console(stderr=True)
 
 StorageOpt = Annotated[str, typer.Option(
     "--storage", envvar="TUNER_STORAGE", show_envvar=True,
@@ -59,7 +63,7 @@ def friendly(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except (TunerError, ValueError) as exc:
-            err.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, markup=True,
+            err.print(Text.assemble(("Error:", "bold red"), " ", printable(str(exc))),
                       soft_wrap=True)  # one line, however long: logs are grepped
             raise typer.Exit(1) from None
 
@@ -86,22 +90,33 @@ def run(
     study_file: Annotated[Path, typer.Argument(help="Python file defining the study.",
                                                show_default=False)],
     storage: StorageOpt = DEFAULT_URL,
-    name: Annotated[str | None, typer.Option(help="Study name [default: the file's name].")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="Study name.", show_default="the file's name")] = None,
     strategy: Annotated[Strategy | None, typer.Option(
-        help="Search strategy [default: bayes; a resumed study keeps its own].")] = None,
+        help="Search strategy.", show_default="bayes; a resumed study keeps its own")] = None,
     trials: Annotated[int, typer.Option(
         min=1, help="Trials in all, earlier runs included (pbt: the population).")] = 20,
     workers: Annotated[int | None, typer.Option(
-        min=0, help="Local worker processes [default: one per visible GPU, else 1]; 0 leaves "
-                    "the trials to `tuner worker` agents.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the study [default: random].")] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Override the file's epochs.")] = None,
+        min=0, help="Local worker processes; 0 leaves the trials to `tuner worker` agents.",
+        show_default="one per visible GPU, else 1")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the study.", show_default="random; a resumed study keeps its own")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        min=1, help="Epochs per trial.",
+        show_default="the file's; a resumed study keeps its own")] = None,
     early_stop: Annotated[EarlyStopRule | None, typer.Option(
-        help="Stop poor trials early, judged against the other trials.")] = None,
+        help="Stop poor trials early, judged against the other trials.",
+        show_default="the file's; a resumed study keeps its own")] = None,
+    mutable: Annotated[str | None, typer.Option(
+        metavar="NAME,NAME", help="With --strategy pbt: the parameters it explores.",
+        show_default="those marked mutable=True")] = None,
+    allow_changed_file: Annotated[bool, typer.Option(
+        "--allow-changed-file", help="Resume even though the study file changed (its code, "
+        "space or settings); the change is recorded on the study.")] = False,
     top: Annotated[int, typer.Option(min=0, help="Rows of the ranked table at the end.")] = 10,
     artifacts: Annotated[str | None, typer.Option(
-        help="Where checkpoints go (pbt): a folder or an fsspec URL "
-             "[default: ./tuner-artifacts/NAME].")] = None,
+        help="Where checkpoints go (pbt): a folder or an fsspec URL.",
+        show_default="./tuner-artifacts/NAME")] = None,
     lease_grace: Annotated[float, typer.Option(
         min=1, help="Seconds without a heartbeat before a worker's trial (or this "
                     "coordinator's lease) is taken back.")] = CoordinatorOptions().lease_grace,
@@ -116,43 +131,55 @@ def run(
 ) -> None:
     """Run (or resume) a study: sample, train on local workers (or Ray's), rank."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with captured_stderr():  # TensorFlow's start-up chatter, unless the import fails
-        study = Study.create(name, definition=study_file, storage=storage,
-                             strategy=strategy.value if strategy else None, seed=seed,
-                             epochs=epochs, early_stop=early_stop.value if early_stop else None,
-                             artifacts=artifacts, load_if_exists=True)
-    counts = study.counts()
-    done = sum(counts[s] for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED))
-    record = study.record
-    out.print(
-        f"Study [bold]{record.name}[/] · {record.strategy} · {record.metric} ({record.direction})"
-        f" · {safe_url(storage)}" + (f" · resuming with {done} trials done" if done else ""),
-        highlight=False,
-    )
+    # Everything that can refuse the run does so before the study is stored.
+    if ray is None and (per_gpu != 1 or gpus_per_trial is not None):
+        raise typer.BadParameter("--per-gpu and --gpus-per-trial go with --ray "
+                                 "(a `tuner worker` agent takes --per-gpu too)")
+    chosen: str | PBT | None = strategy.value if strategy else None
+    if mutable is not None:
+        if strategy != Strategy.pbt:
+            raise typer.BadParameter("--mutable goes with --strategy pbt")
+        chosen = PBT(mutable=[n.strip() for n in mutable.split(",") if n.strip()])
     executor = None
     if ray is not None:
         from workers.ray_cluster import RayExecutor
 
         executor = RayExecutor(ray, per_gpu=per_gpu, gpus_per_trial=gpus_per_trial,
                                workers=workers)
-    elif per_gpu != 1 or gpus_per_trial is not None:
-        raise typer.BadParameter("--per-gpu and --gpus-per-trial go with --ray "
-                                 "(a `tuner worker` agent takes --per-gpu too)")
+    with captured_stderr():  # TensorFlow's start-up chatter, unless the import fails
+        study = Study.create(name, definition=study_file, storage=storage, strategy=chosen,
+                             seed=seed, epochs=epochs,
+                             early_stop=early_stop.value if early_stop else None,
+                             artifacts=artifacts, load_if_exists=True,
+                             allow_changed_file=allow_changed_file)
+    counts = study.counts()
+    done = sum(counts[s] for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED))
+    record = study.record
+    out.print(Text.assemble(
+        "Study ", (record.name, "bold"),
+        f" · {record.strategy} · {record.metric} ({record.direction}) · {safe_url(storage)}",
+        f" · resuming with {done} trials done" if done else ""))
     try:
         with ProgressDisplay(out) as display:
             study.optimize(trials, workers=workers, executor=executor, on_progress=display,
                            options=CoordinatorOptions(lease_grace=lease_grace))
-    except Interrupted as exc:
+    except BaseException as exc:
+        if study.created and not study.trials:
+            # Refused before its first trial (a cluster too small, Ctrl-C at start-up):
+            # leave nothing behind, so the same command simply runs again.
+            with contextlib.suppress(TunerError):  # the first error is the one to tell
+                study.delete()
+        if not isinstance(exc, Interrupted):
+            raise
+        # A resumed study keeps its strategy, seed, epochs and early stopping.
         command = ["tuner", "run", str(study_file), "--storage", safe_url(storage),
                    "--name", record.name, "--trials", str(trials)]
         command += ["--workers", str(workers)] if workers is not None else []
         command += ["--ray", ray] if ray is not None else []
         command += ["--per-gpu", str(per_gpu)] if per_gpu != 1 else []
         command += ["--gpus-per-trial", str(gpus_per_trial)] if gpus_per_trial else []
-        command += ["--epochs", str(epochs)] if epochs else []
-        command += ["--early-stop", early_stop.value] if early_stop else []
-        err.print(f"[yellow]Stopped:[/] {exc}.\nResume with:\n  {shlex.join(command)}",
-                  highlight=False)
+        err.print(Text.assemble(("Stopped:", "yellow"),
+                                f" {exc}.\nResume with:\n  {shlex.join(command)}"))
         raise typer.Exit(130) from None
     ranked = study.ranked()[:top]
     if ranked:
@@ -163,7 +190,11 @@ def run(
 @friendly
 def studies(storage: StorageOpt = DEFAULT_URL) -> None:
     """List the studies in the database with their trial counts and best values."""
-    summaries = Storage(storage).list_studies()
+    try:
+        summaries = Storage(storage, create=False).list_studies()
+    except NoTunerDatabase as exc:  # nothing to list is not an error
+        out.print(str(exc))
+        return
     if not summaries:
         out.print(f"No studies in {safe_url(storage)}.")
         return
@@ -233,24 +264,23 @@ def best(
     if export is not None:
         with captured_stderr():
             study.export_best_model(export)
-        out.print(f"Saved the model of trial #{trial.number} to {export}", highlight=False)
-    out.print(f"Best trial of [bold]{name}[/]: #{trial.number}, {record.metric} = "
-              f"{fmt(trial.value)} ({record.direction}) at epoch {fmt(trial.best_epoch)}",
-              highlight=False)
+        out.print(f"Saved the model of trial #{trial.number} to {export}")
+    epoch = "" if trial.best_epoch is None else f" at epoch {shown_epoch(trial.best_epoch)}"
+    out.print(Text.assemble("Best trial of ", (name, "bold"), f": #{trial.number}, "
+                            f"{record.metric} = {fmt(trial.value)} ({record.direction}){epoch}"))
     out.print("Parameters:")
     for key, value in trial.params.items():
-        out.print(f"  {key} = {value!r}", highlight=False)
+        out.print(f"  {key} = {value!r}")
     schedule = study.schedule(trial)
     if len(schedule) > 1:
-        out.print(schedule_table(record, schedule, study.space))
-    out.print("Rebuild the model (untrained; fit it on your data):", highlight=False)
+        out.print(schedule_table(record, schedule))
+    out.print("Rebuild the model (untrained; fit it on your data):")
     out.print(
         f"  from tuner import Study\n"
         f"  study = Study.load({name!r}, storage={safe_url(storage)!r})\n"
         f"  model = study.build_best_model()\n"
         f"or, in the study file's own terms:\n"
-        f"  model = build_model(HyperParameters.from_values({trial.params!r}))",
-        highlight=False, markup=False,
+        f"  model = build_model(HyperParameters.from_values({trial.params!r}))"
     )
 
 
@@ -263,7 +293,7 @@ def write_out(text: str, output: Path | None, what: str) -> None:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise TunerError(f"cannot write {output}: {exc.strerror or exc}") from None
-    err.print(f"Wrote {what} to {output}", highlight=False, markup=False)
+    err.print(f"Wrote {what} to {output}")
 
 
 class Format(StrEnum):
@@ -288,9 +318,8 @@ def export(
         from tuner.tensorboard_export import export_tensorboard  # loads TensorFlow
 
         with captured_stderr():
-            runs = export_tensorboard(Storage(storage), name, tensorboard)
-        err.print(f"Wrote {runs} runs to {tensorboard}: tensorboard --logdir {tensorboard}",
-                  highlight=False, markup=False)
+            runs = export_tensorboard(Storage(storage, create=False), name, tensorboard)
+        err.print(f"Wrote {runs} runs to {tensorboard}: tensorboard --logdir {tensorboard}")
         return
     study = Study.load(name, storage=storage)
     rows = [trial_row(t) for t in study.trials]
@@ -298,7 +327,8 @@ def export(
         per_epoch = study.storage.epochs(t.id for t in study.trials)
         for row, trial in zip(rows, study.trials, strict=True):
             row["params"] = trial.params
-            row["epoch_metrics"] = per_epoch[trial.id]
+            row["epoch_metrics"] = [{**e, "epoch": shown_epoch(e["epoch"])}
+                                    for e in per_epoch[trial.id]]
         text = json.dumps({"study": name, "metric": study.metric, "direction": study.direction,
                            "trials": rows}, indent=2)
     else:
@@ -332,7 +362,8 @@ def report(
     top trials, the best configuration and how to rebuild it, charts."""
     from tuner.report import render_report  # matplotlib loads for this command only
 
-    write_out(render_report(Storage(storage), name, format.value), output, "the report")
+    write_out(render_report(Storage(storage, create=False), name, format.value), output,
+              "the report")
 
 
 @app.command()
@@ -379,7 +410,7 @@ def worker(
         where = ", ".join(sorted({f"gpu:{d}" if d is not None else "cpu" for d in devices}))
         out.print(f"Worker agent: {len(devices)} processes ({where}) serving "
                   f"{repr(study) if study else 'every study'} in {safe_url(storage)}; "
-                  f"logs in {processes.log_dir}. Ctrl-C to stop.", highlight=False)
+                  f"logs in {processes.log_dir}. Ctrl-C to stop.")
 
     run_agent(storage, study=study, devices=devices, options=options, on_start=started)
     out.print("Stopped; in-flight trials went back to the queue.")
@@ -392,7 +423,7 @@ def list_workers(
     all_: Annotated[bool, typer.Option("--all", help="Include stopped workers.")] = False,
 ) -> None:
     """List the workers: host, device, the trial each runs, last heartbeat, trials done."""
-    store = Storage(storage)
+    store = Storage(storage, create=False)
     records = store.workers(alive_only=not all_)
     if not records:
         out.print(f"No {'' if all_ else 'live '}workers in {safe_url(storage)}.")
@@ -410,17 +441,24 @@ def dashboard(
     token: Annotated[str | None, typer.Option(
         envvar="TUNER_DASHBOARD_TOKEN", show_envvar=True,
         help="A secret every request must carry (?token=... once, then a cookie; or "
-             "'Authorization: Bearer ...').")] = None,
+             "'Authorization: Bearer ...'), 16 characters or more.")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", metavar="NAME",
+        help="Also answer requests for this host name (repeatable; *.domain for its "
+             "subdomains), e.g. behind a proxy. On loopback other names are refused, so that "
+             "no web page can read the dashboard by pointing its own name here; beyond "
+             "loopback, names are checked only if given.")] = None,
 ) -> None:
     """Serve the read-only web dashboard of studies, trials and workers (and its JSON API)."""
     from tuner.dashboard import check_bind, serve
+    from tuner.dashboard.app import as_host_header
 
     check_bind(host, token)
-    Storage(storage)  # a bad URL or an unreachable server is one clear error, before serving
-    shown = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
-    out.print(f"Dashboard of {safe_url(storage)} on {shown} (Ctrl-C to stop)",
-              highlight=False, markup=False)
-    serve(storage, host=host, port=port, token=token)
+    store = Storage(storage, create=False)  # a bad database is one clear error, before serving
+    shown = f"http://{as_host_header(host)}:{port}/" + (f"?token={token}" if token else "")
+    serve(store, host=host, port=port, token=token, allowed_hosts=allowed_host or (),
+          ready=lambda: out.print(f"Dashboard of {safe_url(storage)} on {shown} (Ctrl-C to "
+                                  "stop)"))
 
 
 def main() -> None:

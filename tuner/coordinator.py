@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tuner.definition import StudyDefinition
 from tuner.errors import TunerError
@@ -22,7 +22,7 @@ from tuner.executors import Executor
 from tuner.space import Space
 from tuner.states import FINISHED, UNFINISHED, TrialState
 from tuner.storage import Storage, StudyRecord, Trial, safe_url
-from tuner.storage.storage import pid_alive
+from tuner.storage.storage import LEASE_GRACE, pid_alive
 from tuner.strategies import WAIT, Proposal, Strategy
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, kw_only=True)
 class CoordinatorOptions:
     poll_interval: float = 0.05
-    lease_grace: float = 30.0  # seconds without heartbeat before a trial is requeued
+    lease_grace: float = LEASE_GRACE  # seconds without heartbeat before a trial is requeued
     max_retries: int = 2  # requeues of a lost trial before it is FAILED
     max_consecutive_failures: int = 10  # then the study stops: something is broken
     # Trials queued beyond the workers, so none waits for one: 1 for a strategy that
@@ -48,7 +48,7 @@ class Progress:
     budget: int
     best: Trial | None
     elapsed: float
-    finished: list[Trial] = field(default_factory=list)  # since the previous report
+    trial: Trial | None = None  # the trial whose end this reports (None: a periodic report)
 
     @property
     def done(self) -> int:
@@ -135,26 +135,25 @@ class Coordinator:
         self.executor.start(storage, study, definition)
         try:
             while True:
-                # Count first, collect second: every trial the counts call finished is then
-                # told to the strategy before the budget can end the run.
-                counts = {**{s: 0 for s in TrialState}, **finished_counts,
-                          **storage.counts(study.id, states=UNFINISHED)}
+                # Finished trials count once told to the strategy, so the budget never ends
+                # the run before the strategy has heard of every trial it counts.
                 finished = self._collect(in_flight)
-                for trial in finished:
+                unfinished = storage.counts(study.id, states=UNFINISHED)
+                if finished:  # results may have grown the space
+                    space = Space.from_dict(storage.study_by_id(study.id).space)
+                for trial in finished:  # one report per trial: each with its own counts
                     self.strategy.tell(trial)
                     finished_counts[trial.state] += 1
                     failures_in_row = failures_in_row + 1 if trial.state == TrialState.FAILED else 0
-                if finished:  # results change the best, and may have grown the space
-                    space = Space.from_dict(storage.study_by_id(study.id).space)
-                    best = _best(best, finished, study.sign)
-                progress = Progress(study, counts, budget, best,
-                                    time.monotonic() - started, finished)
-                self.on_progress(progress)
+                    best = _best(best, [trial], study.sign)
+                    progress = self._report(unfinished, finished_counts, best, started, trial)
+                if not finished:
+                    progress = self._report(unfinished, finished_counts, best, started, None)
                 # Every trial of a small budget failing is as telling as a long run of them.
                 if failures_in_row >= min(options.max_consecutive_failures, budget):
                     raise TooManyFailures(
                         f"the last {failures_in_row} trials failed; stopping the study. "
-                        f"Last error:\n{_last_line(finished[-1].error)}"
+                        f"Last error: {finished[-1].error_summary or '(no error text)'}"
                     )
                 if progress.done >= budget or (exhausted and not in_flight):
                     return progress
@@ -162,7 +161,7 @@ class Coordinator:
                     housekeeping = time.monotonic() + options.housekeeping_interval
                     workers_seen = self._housekeeping()
                 slots = max(self.executor.slots, workers_seen)
-                queued = self._top_up(counts, in_flight, space, slots)
+                queued = self._top_up(progress.counts, in_flight, space, slots)
                 exhausted = exhausted or queued is None
                 self.executor.check(max_retries=options.max_retries)
                 # Busy workers are fed at once; a quiet study is polled ever more gently.
@@ -175,6 +174,14 @@ class Coordinator:
             ) from None
         finally:
             self.executor.stop()
+
+    def _report(self, unfinished: dict[TrialState, int], finished: Counter[TrialState],
+                best: Trial | None, started: float, trial: Trial | None) -> Progress:
+        counts = {**{s: 0 for s in TrialState}, **finished, **unfinished}
+        progress = Progress(self.study, counts, self.budget, best, time.monotonic() - started,
+                            trial)
+        self.on_progress(progress)
+        return progress
 
     def _housekeeping(self) -> int:
         """Renew the lease, requeue lost trials, count the live workers (for the queue)."""
@@ -250,7 +257,3 @@ def _best(best: Trial | None, trials: Iterable[Trial], sign: int) -> Trial | Non
             best = trial
     return best
 
-
-def _last_line(text: str | None) -> str:
-    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "(no error text)"

@@ -64,6 +64,8 @@ class StudyDefinition:
                 f"{where} defines none of build_model(hp), a KerasTuner `hypermodel` "
                 "or objective(hp)"
             )
+        if not isinstance(self.metric, str) or not 0 < len(self.metric) <= 200:
+            raise DefinitionError(f"metric={self.metric!r} must be a name of 1 to 200 characters")
         if not self.direction:
             object.__setattr__(self, "direction", infer_direction(self.metric))
         if self.direction not in ("maximize", "minimize"):
@@ -127,10 +129,10 @@ def load_definition(path: str | Path) -> StudyDefinition:
     }
     if "load_data" not in options and "objective" not in options:
         raise DefinitionError(f"{path} has no load_data() function")
-    return StudyDefinition(
-        **options, path=str(path.resolve()), source_hash=file_hash(path),
-        name=options.get("name") or path.stem,
-    )
+    options["name"] = options.get("name") or path.stem
+    if not isinstance(options["name"], str):
+        raise DefinitionError(f"{path}: name = {options['name']!r} must be a string")
+    return StudyDefinition(**options, path=str(path.resolve()), source_hash=file_hash(path))
 
 
 def load_study_file(name: str, path: str | None, source: str | None,

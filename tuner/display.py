@@ -1,7 +1,13 @@
-"""Rich renderings of studies and trials for the terminal."""
+"""Rich renderings of studies and trials for the terminal.
+
+Names, parameter values and error texts are user input: the consoles made here never read
+markup or emoji codes in text, and control characters (an escape sequence in a study
+name) are shown escaped, so nothing a user typed can restyle or garble the terminal.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -11,10 +17,35 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from tuner import analysis
 from tuner.coordinator import Progress
-from tuner.space import Space
 from tuner.states import TrialState
-from tuner.storage import StudyRecord, StudySummary, Trial, WorkerRecord
+from tuner.storage import StudyRecord, StudySummary, Trial, WorkerRecord, shown_epoch
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if chr(c) not in "\n\t"}
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (terminal escape sequences) shown as `\\xNN`."""
+    return text.translate(_CONTROL)
+
+
+class SafeConsole(Console):
+    """A console whose strings are plain text: styles come from `Text` objects only."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(printable(text), **kwargs)
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for the CLI; off a terminal (logs, CI, pipes) 200 columns wide, where
+    Rich would squeeze tables into 80."""
+    stream = sys.stderr if stderr else sys.stdout
+    return SafeConsole(stderr=stderr, width=None if stream.isatty() else 200)
+
 
 STATE_STYLES = {
     TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAILED: "red",
@@ -47,7 +78,7 @@ def progress_view(progress: Progress) -> Group:
     bar = ProgressBar(total=progress.budget, completed=progress.done, width=30)
     line = Table.grid(padding=(0, 1))
     line.add_row(
-        Text(f"{study.name}", style="bold"), bar,
+        Text(printable(study.name), style="bold"), bar,
         Text(f"{progress.done}/{progress.budget} done"),
         Text(f"{counts[TrialState.RUNNING]} running", style="cyan"),
         Text(f"{counts[TrialState.FAILED]} failed", style="red"),
@@ -80,13 +111,12 @@ class ProgressDisplay:
         if self.live is not None:
             self.live.update(progress_view(progress))
             return
-        for trial in progress.finished:
+        if (trial := progress.trial) is not None:
             self.console.print(
                 f"trial {trial.number} {trial.state.value} {progress.study.metric}="
                 f"{fmt(trial.value)} · {progress.done}/{progress.budget} done · best "
                 f"{fmt(progress.best.value if progress.best else None)} · "
-                f"elapsed {fmt_seconds(progress.elapsed)}",
-                highlight=False,
+                f"elapsed {fmt_seconds(progress.elapsed)}"
             )
 
 
@@ -101,7 +131,8 @@ def trials_table(study: StudyRecord, trials: Sequence[Trial], *, title: str | No
     table.add_column("trial", justify="right")
     table.add_column("state")
     table.add_column(f"{study.metric} {arrow(study)}", justify="right")
-    table.add_column("epoch", justify="right")
+    table.add_column("best epoch", justify="right")  # counted from 1, as Keras prints it
+    table.add_column("epochs", justify="right")
     table.add_column("time", justify="right")
     lineage = any(t.attrs and "member" in t.attrs for t in trials)
     if lineage:
@@ -109,37 +140,35 @@ def trials_table(study: StudyRecord, trials: Sequence[Trial], *, title: str | No
             table.add_column(column, justify="right")
     for name in names:
         table.add_column(name, justify="right")
+    failed = any(t.state == TrialState.FAILED for t in trials)
+    if failed:
+        table.add_column("error", overflow="fold")
     for rank, trial in enumerate(trials, 1):
         cells = [str(rank)] if ranked else []
         cells += [
             str(trial.number), Text(trial.state.value, style=STATE_STYLES[trial.state]),
-            fmt(trial.value), fmt(trial.best_epoch), fmt_seconds(trial.duration),
+            fmt(trial.value), fmt(shown_epoch(trial.best_epoch)), str(trial.epochs),
+            fmt_seconds(trial.duration),
         ]
         if lineage:
             attrs = trial.attrs or {}
             cells += [fmt(attrs.get("member")), fmt(attrs.get("generation")),
                       fmt(attrs.get("copied_from"))]
         cells += [fmt(trial.params.get(name)) for name in names]
+        if failed:
+            cells.append(trial.error_summary or "")
         table.add_row(*cells)
     return table
 
 
-def schedule_table(study: StudyRecord, chain: Sequence[Trial], space: Space) -> Table:
+def schedule_table(study: StudyRecord, chain: Sequence[Trial]) -> Table:
     """The hyperparameter schedule behind a PBT model: one row per stretch of epochs."""
-    mutable = [p.name for p in space if p.mutable]
     table = Table(title="Schedule that produced this model", title_justify="left")
-    for column in ("epochs", "trial", "member", "copied from"):
+    for column in ("epochs", "trial", "member", "copied from", *analysis.explored(study),
+                   f"{study.metric} {arrow(study)}"):
         table.add_column(column, justify="right")
-    for name in mutable:
-        table.add_column(name, justify="right")
-    table.add_column(f"{study.metric} {arrow(study)}", justify="right")
-    for trial in chain:
-        attrs = trial.attrs or {}
-        segment = attrs.get("segment", {"start": 0, "epochs": trial.epochs})
-        cells = [f"{segment['start']}-{segment['start'] + segment['epochs']}", str(trial.number),
-                 fmt(attrs.get("member")), fmt(attrs.get("copied_from"))]
-        cells += [fmt(trial.params.get(name)) for name in mutable] + [fmt(trial.value)]
-        table.add_row(*cells)
+    for row in analysis.schedule_rows(study, chain):
+        table.add_row(*(fmt(cell) for cell in row))
     return table
 
 

@@ -23,7 +23,7 @@ from tuner import analysis
 from tuner.display import arrow, fmt, fmt_seconds
 from tuner.space import Space, describe
 from tuner.states import TrialState
-from tuner.storage import Storage, StudyRecord, Trial, safe_url
+from tuner.storage import Storage, StudyRecord, Trial, safe_url, shown_epoch
 from tuner.study import rank
 
 TOP = 10
@@ -118,8 +118,8 @@ def _top(study: StudyRecord, trials: Sequence[Trial]) -> list[Block]:
     if failed:
         shown = failed[:FAILURES_SHOWN]
         blocks += [Heading(f"Failed trials ({len(failed)})", 3),
-                   Table(["Trial", "Parameters", "Error (last line)"],
-                         [[str(t.number), _params(t.params), _last_line(t.error)]
+                   Table(["Trial", "Parameters", "Error"],
+                         [[str(t.number), _params(t.params), _shorten(t.error_summary)]
                           for t in shown])]
         if len(failed) > len(shown):
             blocks.append(Para(f"The first {len(shown)} of {len(failed)} are shown."))
@@ -133,7 +133,7 @@ def _best(storage: Storage, study: StudyRecord, trials: Sequence[Trial],
         return [*blocks, Para("No trial has completed yet.")]
     blocks += [
         Para(f"Trial {best.number}: {study.metric} = {fmt(best.value)} ({study.direction}) "
-             f"at epoch {fmt(best.best_epoch)}."),
+             f"at epoch {fmt(shown_epoch(best.best_epoch))}."),
         Table(["Parameter", "Value"], [[k, repr(v)] for k, v in best.params.items()]),
     ]
     chain = analysis.schedule(trials, best)
@@ -157,17 +157,10 @@ def _best(storage: Storage, study: StudyRecord, trials: Sequence[Trial],
 
 
 def _schedule(study: StudyRecord, chain: Sequence[Trial]) -> Table:
-    mutable = [p.name for p in Space.from_dict(study.space) if p.mutable]
-    rows = []
-    for trial in chain:
-        attrs = trial.attrs or {}
-        segment = attrs.get("segment") or {"start": 0, "epochs": trial.epochs}
-        start = segment["start"]
-        rows.append([f"{start}-{start + segment['epochs']}", str(trial.number),
-                     fmt(attrs.get("member")), fmt(attrs.get("copied_from")),
-                     *(fmt(trial.params.get(n)) for n in mutable), fmt(trial.value)])
-    return Table(["Epochs", "Trial", "Member", "Copied from", *mutable,
-                  f"{study.metric} {arrow(study)}"], rows)
+    columns = ["Epochs", "Trial", "Member", "Copied from", *analysis.explored(study),
+               f"{study.metric} {arrow(study)}"]
+    return Table(columns, [[fmt(cell) for cell in row]
+                           for row in analysis.schedule_rows(study, chain)])
 
 
 def _charts(storage: Storage, study: StudyRecord, trials: Sequence[Trial]) -> list[Block]:
@@ -267,10 +260,9 @@ def _params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.items())
 
 
-def _last_line(error: str | None, limit: int = 300) -> str:
-    """A traceback's last line says what went wrong; the rest is in `tuner trials`."""
-    lines = [line for line in (error or "").splitlines() if line.strip()]
-    line = lines[-1].strip() if lines else "-"
+def _shorten(summary: str | None, limit: int = 300) -> str:
+    """An error's type and message on one line; the traceback is on the trial's page."""
+    line = " ".join((summary or "-").split())
     return line if len(line) <= limit else line[:limit - 1] + "…"
 
 

@@ -10,16 +10,22 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from tuner.errors import TunerError
+
 
 @contextlib.contextmanager
 def captured_stderr() -> Iterator[None]:
-    """Hold back what is written to stderr inside; replay it only if an error escapes."""
+    """Hold back what is written to stderr inside; replay it only if an unexpected error
+    escapes (it may explain it). A user's error (`TunerError`, `ValueError`: what the CLI
+    prints as one line) says all there is to say."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as buffer:
         os.dup2(buffer.fileno(), 2)
         try:
             yield
+        except (TunerError, ValueError):
+            raise
         except BaseException:
             sys.stderr.flush()
             os.dup2(saved, 2)

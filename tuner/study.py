@@ -13,6 +13,7 @@ import logging
 import random
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -22,13 +23,20 @@ from tuner import analysis
 from tuner.artifacts import Artifacts
 from tuner.coordinator import Coordinator, CoordinatorOptions, Progress
 from tuner.definition import StudyDefinition, load_definition
-from tuner.early_stop import EarlyStop
-from tuner.errors import DefinitionError, StudyExists, StudyNotFound, TunerError
+from tuner.early_stop import EarlyStop, early_stop_from_dict
+from tuner.errors import (
+    DefinitionError,
+    NoTunerDatabase,
+    StudyExists,
+    StudyNotFound,
+    TunerError,
+)
 from tuner.executors import Executor, InProcess, NoWorkers, local_pool
 from tuner.hyperparameters import HyperParameters
-from tuner.space import Space
+from tuner.space import Space, describe
 from tuner.states import TrialState
-from tuner.storage import DEFAULT_URL, Storage, StudyRecord, Trial, WorkerRecord
+from tuner.storage import DEFAULT_URL, Storage, StudyRecord, Trial, WorkerRecord, shown_epoch
+from tuner.storage.storage import LEASE_GRACE
 from tuner.strategies import Strategy, make_strategy, strategy_name
 
 if TYPE_CHECKING:
@@ -65,11 +73,13 @@ def _clear_keras_session() -> None:
 
 class Study:
     def __init__(self, storage: Storage, record: StudyRecord,
-                 strategy: Strategy | None = None, definition: StudyDefinition | None = None):
+                 strategy: Strategy | None = None, definition: StudyDefinition | None = None,
+                 *, created: bool = False):
         self.storage = storage
         self._record = record
         self._strategy = strategy
         self._definition = definition
+        self.created = created  # by this object, rather than loaded
 
     # -- creating and loading ----------------------------------------------------------
     @classmethod
@@ -78,43 +88,83 @@ class Study:
         storage: str | Storage = DEFAULT_URL, strategy: str | Strategy | None = None,
         seed: int | None = None, epochs: int | None = None,
         early_stop: str | EarlyStop | None = None, artifacts: str | None = None,
-        load_if_exists: bool = False,
+        load_if_exists: bool = False, allow_changed_file: bool = False,
     ) -> Study:
-        """Create a study (or load it with `load_if_exists`, checking it is the same).
+        """Create a study (or resume it with `load_if_exists`, checking it is the same).
 
-        `strategy` defaults to "bayes" for a new study and to the stored one on a resume.
-        `artifacts` is where checkpoints go (PBT): a folder or any fsspec URL, by default
-        `./tuner-artifacts/<name>`.
+        `strategy` defaults to "bayes" for a new study; on a resume, options left out
+        (strategy, epochs, early_stop) keep the study's own. A resume whose study file
+        changed (its space, code or settings) is refused unless `allow_changed_file`,
+        which records the change on the study. `artifacts` is where checkpoints go (PBT):
+        a folder or any fsspec URL, by default `./tuner-artifacts/<name>`.
         """
+        if seed is not None and not 0 <= seed < 2**31:
+            raise ValueError(f"seed: {seed} must be in [0, 2**31)")  # the column's range
         store = storage if isinstance(storage, Storage) else Storage(storage)
         definition = _as_definition(definition)
+        name = check_name(name or definition.name)
+        record = store.find_study(name)
+        if record is not None and not load_if_exists:
+            raise StudyExists(f"a study named {name!r} already exists")
+        chosen = None
+        if record is not None:  # options left out keep the study's own
+            if strategy is None or strategy == record.strategy:  # a name keeps its options
+                strategy = record.strategy
+                chosen = make_strategy(strategy, record.settings.get("strategy_options"))
+            epochs = epochs or record.settings.get("epochs")
+            early_stop = early_stop or early_stop_from_dict(record.settings.get("early_stop"))
         if epochs is not None:
             definition = replace(definition, epochs=epochs)
         if early_stop is not None:
             definition = replace(definition, early_stop=early_stop)
-        name = name or definition.name
-        if not name:
-            raise ValueError("name: a study built from a Python object needs a name")
-        try:
-            record = store.create_study(
-                name, metric=definition.metric, direction=definition.direction,
-                strategy=strategy_name(strategy or "bayes"),
-                seed=random.randrange(2**31) if seed is None else seed,
-                space=discover_space(definition).to_dict(),
-                settings={**definition.settings, "source": _relative_to_cwd(definition.path),
-                          "artifacts": artifacts or str(Path("tuner-artifacts").resolve() / name)},
-                definition=definition.path, definition_hash=definition.source_hash,
+        strategy = strategy or "bayes"
+        chosen = chosen or make_strategy(strategy)
+        space = discover_space(definition)
+        if record is None:
+            chosen.check(space)  # a refused run leaves nothing behind
+            try:
+                record = store.create_study(
+                    name, metric=definition.metric, direction=definition.direction,
+                    strategy=strategy_name(strategy),
+                    seed=random.randrange(2**31) if seed is None else seed,
+                    space=space.to_dict(), settings={
+                        **definition.settings, "strategy_options": chosen.options(),
+                        "source": _relative_to_cwd(definition.path),
+                        "artifacts": artifacts or str(Path("tuner-artifacts").resolve() / name)},
+                    definition=definition.path, definition_hash=definition.source_hash,
+                )
+                return cls(store, record, chosen, definition, created=True)
+            except StudyExists:  # created meanwhile by another run: resume it
+                if not load_if_exists:
+                    raise
+                return cls.create(name, definition=definition, storage=store,
+                                  strategy=strategy, seed=seed, artifacts=artifacts,
+                                  load_if_exists=True, allow_changed_file=allow_changed_file)
+        changes = differences(record, definition, space, strategy_name(strategy),
+                              chosen.options(), seed)
+        if changes["fixed"] or (changes["file"] and not allow_changed_file):
+            raise StudyExists(
+                f"study {record.name!r} exists with " + "; ".join(
+                    changes["fixed"] + changes["file"])
+                + (". Resume it with the same options, or pick another --name"
+                   if changes["fixed"] else
+                   ". Restore the study's own file, pick another --name, or resume anyway "
+                   "with --allow-changed-file (allow_changed_file=True), which records the "
+                   "change on the study")
             )
-        except StudyExists:
-            if not load_if_exists:
-                raise
-            record = store.get_study(name)
-            _check_same(record, definition, strategy_name(strategy or record.strategy), seed)
-        return cls(store, record, make_strategy(strategy or record.strategy), definition)
+        if changes["file"]:
+            record = store.record_changed_definition(
+                record.id, path=definition.path, source_hash=definition.source_hash,
+                space=space.to_dict(), settings=definition.settings,
+                change={"changes": changes["file"], "hash": definition.source_hash})
+        return cls(store, record, chosen, definition)
 
     @classmethod
     def load(cls, name: str, *, storage: str | Storage = DEFAULT_URL) -> Study:
-        store = storage if isinstance(storage, Storage) else Storage(storage)
+        try:
+            store = storage if isinstance(storage, Storage) else Storage(storage, create=False)
+        except NoTunerDatabase as exc:
+            raise StudyNotFound(f"no study named {name!r}: {exc}") from None
         return cls(store, store.get_study(name))
 
     # -- running --------------------------------------------------------------------
@@ -157,15 +207,24 @@ class Study:
     @property
     def strategy(self) -> Strategy:
         if self._strategy is None:
-            self._strategy = make_strategy(self._record.strategy)
+            self._strategy = make_strategy(self._record.strategy,
+                                           self._record.settings.get("strategy_options"))
         return self._strategy
 
     @property
     def definition(self) -> StudyDefinition:
+        """The study file, as stored: refused if it changed since (resume it with
+        `Study.create(..., load_if_exists=True, allow_changed_file=True)` to accept that)."""
         if self._definition is None:
-            if not self._record.definition:
+            record = self._record
+            if not record.definition:
                 raise DefinitionError(f"study {self.name!r} was defined in Python, not a file")
-            self._definition = load_definition(self._record.definition)
+            definition = load_definition(record.definition)
+            if record.definition_hash and definition.source_hash != record.definition_hash:
+                raise DefinitionError(
+                    f"study {self.name!r}: {record.definition} changed since the study last "
+                    "ran; resume it with `tuner run FILE --allow-changed-file` to accept that")
+            self._definition = definition
         return self._definition
 
     @property
@@ -231,15 +290,17 @@ class Study:
 
         return pd.DataFrame([trial_row(t) for t in self.trials])
 
-    def delete(self) -> None:
-        self.storage.delete_study(self.name)
+    def delete(self, *, grace: float = LEASE_GRACE) -> None:
+        """Delete the study and its trials; refused while a live coordinator or worker
+        (heartbeat within `grace` seconds) holds it."""
+        self.storage.delete_study(self.name, grace=grace)
 
 
 def list_workers(storage: str | Storage = DEFAULT_URL, *,
                  alive_only: bool = True) -> list[WorkerRecord]:
     """The workers registered in the database (live ones by default): host, pid, device,
     the study and number of the trial each runs now, last heartbeat, trials done."""
-    store = storage if isinstance(storage, Storage) else Storage(storage)
+    store = storage if isinstance(storage, Storage) else Storage(storage, create=False)
     return store.workers(alive_only=alive_only)
 
 
@@ -257,13 +318,14 @@ def rank(trials: list[Trial], sign: int) -> list[Trial]:
 def trial_row(trial: Trial) -> dict[str, Any]:
     row: dict[str, Any] = {
         "number": trial.number, "state": trial.state.value, "value": trial.value,
-        "best_epoch": trial.best_epoch, "epochs": trial.epochs, "duration_s": trial.duration,
+        "best_epoch": shown_epoch(trial.best_epoch), "epochs": trial.epochs,
+        "duration_s": trial.duration,
         "retries": trial.retries, "worker_id": trial.worker_id,
     }
     if trial.attrs and "member" in trial.attrs:  # PBT lineage
         segment = trial.attrs["segment"]
         row.update(member=trial.attrs["member"], generation=trial.attrs["generation"],
-                   first_epoch=segment["start"], restored_from=segment["restore"],
+                   first_epoch=segment["start"] + 1, restored_from=segment["restore"],
                    copied_from=trial.attrs["copied_from"])
     row.update({f"params_{k}": v for k, v in trial.params.items()})
     row["error"] = trial.error
@@ -286,22 +348,46 @@ def _as_definition(definition: str | Path | StudyDefinition) -> StudyDefinition:
     return load_definition(definition)
 
 
-def _check_same(record: StudyRecord, definition: StudyDefinition, strategy: str,
-                seed: int | None) -> None:
-    """A resumed study must be the same question, else its trials would not compare."""
-    clashes = []
+MAX_NAME = 200  # the studies table's column
+
+
+def check_name(name: str) -> str:
+    """A study name is printed in terminals and pages: no control characters."""
+    if not name or len(name) > MAX_NAME:
+        raise ValueError(f"name: a study name has 1 to {MAX_NAME} characters, got {len(name)}")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise ValueError(f"name: {name!r} holds control characters")
+    return name
+
+
+def differences(record: StudyRecord, definition: StudyDefinition, space: Space, strategy: str,
+                options: dict[str, Any], seed: int | None) -> dict[str, list[str]]:
+    """How a resume differs from the stored study: "fixed" differences always make its
+    trials incomparable (strategy, metric, direction, seed); "file" ones (the file's hash,
+    space or settings) are accepted when the user says so."""
+    fixed, file = [], []
     if record.strategy != strategy:
-        clashes.append(f"strategy {record.strategy!r} (asked: {strategy!r})")
+        fixed.append(f"strategy {record.strategy!r} (asked: {strategy!r})")
+    stored_options = record.settings.get("strategy_options")
+    if stored_options is not None and stored_options != options:
+        fixed.append(f"strategy options {stored_options} (asked: {options})")
     if record.metric != definition.metric or record.direction != definition.direction:
-        clashes.append(f"metric {record.metric!r} {record.direction} "
-                       f"(asked: {definition.metric!r} {definition.direction})")
+        fixed.append(f"metric {record.metric!r} {record.direction} "
+                     f"(asked: {definition.metric!r} {definition.direction})")
+    if seed is not None and record.seed != seed:
+        fixed.append(f"seed {record.seed} (asked: {seed})")
+    if record.definition_hash and definition.source_hash and (
+            record.definition_hash != definition.source_hash):
+        file.append(f"another study file (sha256 {record.definition_hash[:12]}… stored, "
+                    f"{definition.source_hash[:12]}… now)")
+    stored_space = Space.from_dict(record.space)
+    changed = [f"{p.name} {describe(stored_space[p.name])} → {describe(p)}" for p in space
+               if p.name in stored_space and stored_space[p.name] != p]
+    changed += [f"new parameter {p.name} {describe(p)}" for p in space
+                if p.name not in stored_space]
+    if changed:
+        file.append("a changed space (" + "; ".join(changed) + ")")
     stored = {key: record.settings.get(key) for key in definition.settings}
     if stored != definition.settings:
-        clashes.append(f"settings {stored} (asked: {definition.settings})")
-    if seed is not None and record.seed != seed:
-        clashes.append(f"seed {record.seed} (asked: {seed})")
-    if clashes:
-        raise StudyExists(
-            f"study {record.name!r} exists with " + "; ".join(clashes)
-            + ". Resume it with the same options, or pick another --name."
-        )
+        file.append(f"settings {stored} (asked: {definition.settings})")
+    return {"fixed": fixed, "file": file}

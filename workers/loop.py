@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import random
 import socket
@@ -243,10 +244,11 @@ class Worker:
             return
         if len(outcome.space) > len(space):
             self.storage.update_space(study.id, outcome.space.to_dict())
-        if outcome.value is None:
+        if outcome.value is None or not math.isfinite(outcome.value):
             self.storage.finish_trial(
                 trial.id, worker_id, TrialState.FAILED, params=outcome.params,
-                error=f"no finite value of {study.metric!r} was reported",
+                error=f"no finite value of {study.metric!r} was reported"
+                      + (f" (got {outcome.value})" if outcome.value is not None else ""),
             )
             return
         state = TrialState.PRUNED if outcome.pruned else TrialState.COMPLETE

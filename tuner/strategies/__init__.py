@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from tuner.strategies._bayes import Bayes
 from tuner.strategies._grid import GridSearch
 from tuner.strategies._pbt import PBT
@@ -13,16 +16,17 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
-def make_strategy(strategy: str | Strategy) -> Strategy:
+def make_strategy(strategy: str | Strategy, options: Mapping[str, Any] | None = None) -> Strategy:
+    """A strategy by name, with the `options` a study stored (`Strategy.options()`)."""
     if isinstance(strategy, Strategy):
         return strategy
+    options = dict(options or {})
     if strategy == "bayes-gp":
-        return Bayes(sampler="gp")
-    try:
-        return STRATEGIES[strategy]()
-    except KeyError:
+        strategy, options = "bayes", {**options, "sampler": "gp"}
+    if strategy not in STRATEGIES:
         names = ", ".join([*STRATEGIES, "bayes-gp"])
-        raise ValueError(f"strategy: unknown strategy {strategy!r} (choose from {names})") from None
+        raise ValueError(f"strategy: unknown strategy {strategy!r} (choose from {names})")
+    return STRATEGIES[strategy](**options)
 
 
 def strategy_name(strategy: str | Strategy) -> str:

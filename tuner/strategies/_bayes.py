@@ -18,7 +18,7 @@ from tuner.errors import TunerError
 from tuner.space import Bool, Choice, Fixed, Float, Int, Param, Space
 from tuner.states import TrialState
 from tuner.storage.records import Trial
-from tuner.strategies.base import Strategy
+from tuner.strategies.base import Strategy, trial_seed
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,15 @@ class Bayes(Strategy):
         self.sampler = sampler
         self.n_startup_trials = n_startup_trials
 
-    def _make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+    def options(self) -> dict[str, Any]:
         if not isinstance(self.sampler, str):
+            return {"n_startup_trials": self.n_startup_trials}  # an object is not storable
+        return {"sampler": self.sampler, "n_startup_trials": self.n_startup_trials}
+
+    def _make_sampler(self, seed: int, resumed: bool) -> optuna.samplers.BaseSampler:
+        if not isinstance(self.sampler, str):
+            if resumed:  # its seeded generator would replay the study's first proposals
+                self.sampler.reseed_rng()
             return self.sampler
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -97,7 +104,11 @@ class Bayes(Strategy):
               settings: Mapping[str, Any] | None = None) -> None:
         super().start(space, direction=direction, seed=seed, trials=trials, settings=settings)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self._study = optuna.create_study(direction=direction, sampler=self._make_sampler(seed))
+        # The sampler's generator is seeded from where the study is (its next trial number),
+        # not from its start: a resumed study must not replay its first random proposals.
+        first = max((t.number for t in trials), default=-1) + 1
+        sampler = self._make_sampler(trial_seed(seed, first), resumed=first > 0)
+        self._study = optuna.create_study(direction=direction, sampler=sampler)
         self._running: dict[int, optuna.Trial] = {}
         primed = 0
         for trial in trials:

@@ -18,10 +18,12 @@ class GridSearch(Strategy):
     name = "grid"
     learns = False
 
+    def check(self, space: Space) -> None:
+        space.grid_size()  # a float without step fails here, before any trial runs
+
     def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial],
               settings: Mapping[str, Any] | None = None) -> None:
         super().start(space, direction=direction, seed=seed, trials=trials, settings=settings)
-        space.grid_size()  # a float without step fails here, before any trial runs
         self._tried = {canonical(space.active(t.params)) for t in trials}
         self._space: Space | None = None
 

@@ -103,6 +103,23 @@ class PBT(Strategy):
         self.resample_probability = resample_probability
         self.mutable = list(mutable) if mutable is not None else None
 
+    def options(self) -> dict[str, Any]:
+        return {"population": self.population, "interval": self.interval,
+                "quantile": self.quantile, "resample_probability": self.resample_probability,
+                "mutable": self.mutable}
+
+    def check(self, space: Space) -> None:
+        self._mutable = self.mutable if self.mutable is not None else [
+            p.name for p in space if p.mutable]
+        unknown = [name for name in self._mutable if name not in space]
+        if unknown:
+            raise ValueError(f"mutable: not parameters of the space: {', '.join(unknown)} "
+                             f"(its parameters: {', '.join(space.names)})")
+        if not self._mutable:
+            raise ValueError("PBT needs mutable parameters: mark them, e.g. "
+                             "Float(1e-4, 1e-1, log=True, mutable=True), or name them "
+                             "(--mutable learning_rate,dropout; PBT(mutable=[...]))")
+
     # -- the population, rebuilt from the trials ------------------------------------------
     def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial],
               settings: Mapping[str, Any] | None = None) -> None:
@@ -110,14 +127,6 @@ class PBT(Strategy):
         self.epochs = int(self.settings.get("epochs", 1))
         url = self.settings.get("artifacts")
         self.artifacts = Artifacts(url) if url else None
-        mutable = self.mutable if self.mutable is not None else [p.name for p in space if p.mutable]
-        unknown = [name for name in mutable if name not in space]
-        if unknown:
-            raise ValueError(f"mutable: {unknown} are not parameters of the space")
-        if not mutable:
-            raise ValueError("PBT needs mutable parameters: mark them, e.g. "
-                             "Float(1e-4, 1e-1, log=True, mutable=True), or pass mutable=[...]")
-        self._mutable = mutable
         self._latest: dict[int, Trial] = {}  # member -> its latest finished segment
         self._at: dict[int, dict[int, Trial]] = {}  # member -> end epoch -> COMPLETE segment
         self._pending: dict[int, Trial] = {}  # member -> its queued or running segment

@@ -47,8 +47,18 @@ class Strategy(ABC):
     #: whether results shape later proposals; one that does not may be queued far ahead
     learns: ClassVar[bool] = True
 
+    def options(self) -> dict[str, Any]:
+        """The constructor arguments that make this strategy, stored with the study so a
+        resume (`make_strategy(name, options)`) runs the same one."""
+        return {}
+
+    def check(self, space: Space) -> None:  # noqa: B027 - optional hook
+        """Raise a `ValueError` or `SpaceError` if this strategy cannot search `space`: called
+        before a study is created, so a refused run leaves nothing in the database."""
+
     def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial],
               settings: Mapping[str, Any] | None = None) -> None:
+        self.check(space)
         self.direction = direction
         self.seed = seed
         self.settings = dict(settings or {})
