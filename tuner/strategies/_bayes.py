@@ -18,7 +18,7 @@ from tuner.errors import TunerError
 from tuner.space import Bool, Choice, Fixed, Float, Int, Param, Space
 from tuner.states import TrialState
 from tuner.storage.records import Trial
-from tuner.strategies.base import Strategy, trial_seed
+from tuner.strategies.base import Strategy, fill, trial_seed
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,12 @@ def suggest(otrial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     if isinstance(dist, FloatDistribution):
         return otrial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
     return otrial.suggest_categorical(name, dist.choices)
+
+
+def suggested(otrial: optuna.Trial, param: Param) -> Any:
+    """The parameter's value on an Optuna trial (a constant's own value)."""
+    dist = distribution(param)
+    return param.initial if dist is None else suggest(otrial, param.name, dist)
 
 
 def _last_value(trial: Trial) -> dict[int, float]:
@@ -134,20 +140,19 @@ class Bayes(Strategy):
         log.debug("bayes primed with %d of %d trials", primed, len(trials))
 
     def _suggest(self, otrial: optuna.Trial, space: Space) -> tuple[optuna.Trial, dict[str, Any]]:
-        values: dict[str, Any] = {}
-        for param in space:
-            if not param.is_active(values):
-                continue
-            dist = distribution(param)
-            values[param.name] = (
-                param.initial if dist is None else suggest(otrial, param.name, dist)
-            )
-        return otrial, values
+        return otrial, fill({}, space, lambda param: suggested(otrial, param))
 
     def ask(self, number: int, space: Space) -> dict[str, Any]:
         otrial, values = self._suggest(self._study.ask(), space)
         self._running[number] = otrial
         return values
+
+    def complete(self, number: int, params: Mapping[str, Any], space: Space) -> dict[str, Any]:
+        otrial = self._running.get(number)
+        if otrial is None:  # not a trial of this sampler's (left out of its history)
+            return super().complete(number, params, space)
+        # On the trial's own Optuna trial, so the sampler learns them with its result.
+        return fill(params, space, lambda param: suggested(otrial, param))
 
     def tell(self, trial: Trial) -> None:
         otrial = self._running.pop(trial.number, None)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from tuner.artifacts import Artifacts
 from tuner.space import Float, Int, Param, Space
 from tuner.states import TrialState
 from tuner.storage.records import Trial
-from tuner.strategies.base import WAIT, Proposal, Strategy, trial_seed
+from tuner.strategies.base import WAIT, Proposal, Strategy, sample_missing, trial_seed
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,14 @@ class PBT(Strategy):
         self._pending[member] = Trial(id=0, number=number, state=TrialState.QUEUED,
                                       params=params, attrs=attrs)
         return Proposal(params, attrs)
+
+    def complete(self, number: int, params: Mapping[str, Any], space: Space) -> dict[str, Any]:
+        # Drawn as a new member's values are, from (seed, trial number): the same anywhere.
+        values = sample_missing(params, space, np.random.default_rng(trial_seed(self.seed, number)))
+        for member, trial in self._pending.items():
+            if trial.number == number:  # the segment as it will run
+                self._pending[member] = replace(trial, params=values)
+        return values
 
     @property
     def sign(self) -> int:

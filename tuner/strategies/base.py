@@ -3,19 +3,44 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from tuner.space import Space
+from tuner.space import Param, Space
 from tuner.storage.records import Trial
 
 
 def trial_seed(seed: int, number: int) -> int:
     """A seed for trial `number` of a study seeded with `seed`: the same in any process."""
     return int(np.random.SeedSequence([seed, number]).generate_state(1)[0] % (2**31 - 1))
+
+
+def lacking(params: Mapping[str, Any], space: Space) -> bool:
+    """Whether `params` has no value for a parameter of `space` that it makes active."""
+    return any(p.name not in params and p.is_active(params) for p in space)
+
+
+def fill(params: Mapping[str, Any], space: Space,
+         value: Callable[[Param], Any]) -> dict[str, Any]:
+    """`params` plus `value(param)` for each active parameter of `space` it lacks, walked in
+    order (parents first), so a new value may make further parameters active."""
+    values = dict(params)
+    for param in space:
+        if param.name not in values and param.is_active(values):
+            values[param.name] = value(param)
+    return values
+
+
+def sample_missing(params: Mapping[str, Any], space: Space,
+                   rng: np.random.Generator) -> dict[str, Any]:
+    """`params` completed with draws from `rng`. The whole space is drawn, in order, and new
+    parameters come after those they grew from: for `params` drawn by this same generator
+    from the smaller space, the result is what drawing the grown space gives."""
+    drawn = space.sample(rng)
+    return fill(params, space, lambda p: drawn[p.name] if p.name in drawn else p.sample(rng))
 
 
 @dataclass(frozen=True)
@@ -40,7 +65,8 @@ class Strategy(ABC):
 
     The coordinator calls `start` once with the study's history (finished trials and
     those still in flight), so a resumed or restarted study picks up where it was;
-    then `ask` for each new trial and `tell` as each trial finishes.
+    then `ask` for each new trial, `complete` for each queued trial the space outgrew,
+    and `tell` as each trial finishes.
     """
 
     name: ClassVar[str]
@@ -71,6 +97,13 @@ class Strategy(ABC):
     def ask(self, number: int, space: Space) -> dict[str, Any] | Proposal | None:
         """Trial `number`'s parameters (or a `Proposal`); `WAIT` if nothing can start
         until running trials finish; None when the strategy has nothing more to try."""
+
+    def complete(self, number: int, params: Mapping[str, Any], space: Space) -> dict[str, Any]:
+        """The values for trial `number`, queued with `params` before the space grew to
+        `space` (parameters met while trials ran): `params` plus values for the active
+        parameters it lacks. The coordinator stores them if the trial is still queued; by
+        default they are the parameters' defaults, what a worker would use."""
+        return fill(params, space, lambda param: param.initial)
 
     def tell(self, trial: Trial) -> None:  # noqa: B027 - optional hook
         """Learn from a finished trial."""
