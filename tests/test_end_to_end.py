@@ -105,6 +105,19 @@ def test_resume_keeps_finished_trials_and_counts_them(finished_study):
     assert {t.number: t.value for t in after if t.number in before} == before
 
 
+def test_best_exports_the_trained_model_of_any_strategy(finished_study, tmp_path):
+    import keras
+
+    url, _ = finished_study
+    study = Study.load("tiny", storage=url)
+    exported = run_cli("best", "tiny", "--storage", url, "--export", str(tmp_path / "m.keras"))
+    assert exported.returncode == 0, exported.stderr
+    (_, _), (x_val, y_val) = study.definition.load_data()
+    for model in (keras.models.load_model(tmp_path / "m.keras"), study.load_model()):
+        _, accuracy = model.evaluate(x_val, y_val, verbose=0)
+        assert accuracy == pytest.approx(study.best_value, abs=1e-6)  # trained, at its best
+
+
 def test_delete(finished_study):
     url, _ = finished_study
     refused = run_cli("delete", "tiny", "--storage", url)  # no terminal to confirm on

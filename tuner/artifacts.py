@@ -3,10 +3,15 @@ a shared mount...) when workers run on many hosts. One folder per trial number."
 
 from __future__ import annotations
 
+import bisect
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import fsspec
+
+from tuner.states import TrialState
+from tuner.storage.records import Trial
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +56,39 @@ class Artifacts:
             return []
         names = (Path(p).name for p in self._fs.ls(self._root, detail=False))
         return sorted(int(n.split("-", 1)[1]) for n in names if n.startswith("trial-"))
+
+
+def best_models(url: str) -> Artifacts:
+    """Where trials keep their best epoch's weights: the `best` folder of a study's artifacts."""
+    return Artifacts(f"{url.rstrip('/')}/best")
+
+
+class KeptModels:
+    """Keeps the saved weights of a study's best `keep` COMPLETE trials, and deletes those
+    of the others as they finish, so the disk a study uses stays bounded."""
+
+    def __init__(self, store: Artifacts, keep: int, sign: int, trials: Iterable[Trial]) -> None:
+        self.store, self.keep, self.sign = store, keep, sign
+        self._best: list[tuple[float, int]] = []  # (signed value, -number): best last
+        finished = [t for t in trials if t.state.is_finished()]
+        for trial in finished:
+            self.note(trial, delete=False)
+        kept = self.numbers()
+        for number in set(store.numbers()) & {t.number for t in finished} - kept:
+            store.delete(number)  # left by a run that stopped before deleting them
+
+    def numbers(self) -> set[int]:
+        return {-number for _, number in self._best}
+
+    def note(self, trial: Trial, *, delete: bool = True) -> None:
+        """A finished trial: keep its weights if it ranks among the best (ties: the earlier
+        trial), else delete them, or the weights it pushes out."""
+        if trial.state != TrialState.COMPLETE or trial.value is None:
+            if delete:
+                self.store.delete(trial.number)
+            return
+        bisect.insort(self._best, (self.sign * trial.value, -trial.number))
+        if len(self._best) > self.keep:
+            _, number = self._best.pop(0)
+            if delete:
+                self.store.delete(-number)

@@ -115,8 +115,8 @@ def run(
         "space or settings); the change is recorded on the study.")] = False,
     top: Annotated[int, typer.Option(min=0, help="Rows of the ranked table at the end.")] = 10,
     artifacts: Annotated[str | None, typer.Option(
-        help="Where checkpoints go (pbt): a folder or an fsspec URL.",
-        show_default="./tuner-artifacts/NAME")] = None,
+        help="Where trained weights and checkpoints go: a folder or an fsspec URL.",
+        show_default="tuner-artifacts/NAME beside a SQLite file, else here")] = None,
     lease_grace: Annotated[float, typer.Option(
         min=1, help="Seconds without a heartbeat before a worker's trial (or this "
                     "coordinator's lease) is taken back.")] = CoordinatorOptions().lease_grace,
@@ -255,9 +255,9 @@ def best(
     name: NameArg,
     storage: StorageOpt = DEFAULT_URL,
     export: Annotated[Path | None, typer.Option(
-        help="Save the best trained model (PBT keeps checkpoints) to this .keras file.")] = None,
+        help="Save the best trial's trained model (its best epoch) to this .keras file.")] = None,
 ) -> None:
-    """Show the best trial: its parameters, value, epoch, and how to rebuild its model."""
+    """Show the best trial: its parameters, value, best epoch, and how to load its model."""
     study = Study.load(name, storage=storage)
     trial = study.best_trial
     record = study.record
@@ -274,11 +274,12 @@ def best(
     schedule = study.schedule(trial)
     if len(schedule) > 1:
         out.print(schedule_table(record, schedule))
-    out.print("Rebuild the model (untrained; fit it on your data):")
+    out.print("Its model, trained (--export FILE saves it) or to train again:")
     out.print(
         f"  from tuner import Study\n"
         f"  study = Study.load({name!r}, storage={safe_url(storage)!r})\n"
-        f"  model = study.build_best_model()\n"
+        f"  model = study.load_model()        # trained, at its best epoch\n"
+        f"  model = study.build_best_model()  # untrained: fit it on your data\n"
         f"or, in the study file's own terms:\n"
         f"  model = build_model(HyperParameters.from_values({trial.params!r}))"
     )

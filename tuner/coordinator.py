@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from tuner.artifacts import KeptModels, best_models
 from tuner.definition import StudyDefinition
 from tuner.errors import TunerError
 from tuner.executors import Executor
@@ -24,6 +25,7 @@ from tuner.states import FINISHED, UNFINISHED, TrialState
 from tuner.storage import Storage, StudyRecord, Trial, safe_url
 from tuner.storage.storage import LEASE_GRACE, pid_alive
 from tuner.strategies import WAIT, Proposal, Strategy
+from tuner.strategies.base import lacking
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class CoordinatorOptions:
     # that choice).
     queue_ahead: int | None = None
     housekeeping_interval: float = 1.0  # renew the lease, sweep lost trials, count workers
+    keep_models: int = 10  # trials whose best weights are kept (the best ones)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,10 @@ class Interrupted(TunerError):
 
 class TooManyFailures(TunerError):
     """Trials keep failing in a row; the study stops rather than burn its budget."""
+
+
+class StudyStopped(TunerError):
+    """A trial failed with an error that stops the whole study (KerasTuner's FatalError)."""
 
 
 class Coordinator:
@@ -122,8 +129,12 @@ class Coordinator:
                             settings=study.settings)
         budget = self.budget = self.strategy.trial_budget(self.budget)
         in_flight = {t.number: t.id for t in history if not t.state.is_finished()}
+        self._complete_queued(in_flight, space)  # queued before the space last grew
         # Finished trials are counted as they are collected: no query grows with the study.
         finished_counts = Counter(t.state for t in history if t.state.is_finished())
+        artifacts = study.settings.get("artifacts")
+        kept = (KeptModels(best_models(artifacts), options.keep_models, study.sign, history)
+                if artifacts else None)
         best = _best(None, history, study.sign)
         self._next_number = max((t.number for t in history), default=-1) + 1
         failures_in_row = 0
@@ -139,14 +150,25 @@ class Coordinator:
                 # the run before the strategy has heard of every trial it counts.
                 finished = self._collect(in_flight)
                 unfinished = storage.counts(study.id, states=UNFINISHED)
-                if finished:  # results may have grown the space
-                    space = Space.from_dict(storage.study_by_id(study.id).space)
+                due = time.monotonic() >= housekeeping
+                # Trials grow the space as they meet parameters, and workers store it then:
+                # queued trials need values for them, and a grid may have more to try.
+                if finished or due:
+                    grown = Space.from_dict(storage.study_by_id(study.id).space)
+                    if grown != space:
+                        space, exhausted = grown, False
+                        self._complete_queued(in_flight, space)
                 for trial in finished:  # one report per trial: each with its own counts
                     self.strategy.tell(trial)
                     finished_counts[trial.state] += 1
                     failures_in_row = failures_in_row + 1 if trial.state == TrialState.FAILED else 0
                     best = _best(best, [trial], study.sign)
+                    if kept is not None:
+                        kept.note(trial)
                     progress = self._report(unfinished, finished_counts, best, started, trial)
+                    if (trial.attrs or {}).get("fatal"):
+                        raise StudyStopped(f"trial {trial.number} stopped the study: "
+                                           f"{trial.error_summary}")
                 if not finished:
                     progress = self._report(unfinished, finished_counts, best, started, None)
                 # Every trial of a small budget failing is as telling as a long run of them.
@@ -157,11 +179,11 @@ class Coordinator:
                     )
                 if progress.done >= budget or (exhausted and not in_flight):
                     return progress
-                if time.monotonic() >= housekeeping:
+                if due:
                     housekeeping = time.monotonic() + options.housekeeping_interval
                     workers_seen = self._housekeeping()
                 slots = max(self.executor.slots, workers_seen)
-                queued = self._top_up(progress.counts, in_flight, space, slots)
+                queued = self._top_up(in_flight, space, slots)
                 exhausted = exhausted or queued is None
                 self.executor.check(max_retries=options.max_retries)
                 # Busy workers are fed at once; a quiet study is polled ever more gently.
@@ -199,6 +221,15 @@ class Coordinator:
                         "`tuner worker --storage %s`", study.name, safe_url(self.storage.url))
         return live
 
+    def _complete_queued(self, in_flight: dict[int, int], space: Space) -> None:
+        """Give our queued trials values for the parameters `space` gained since they were
+        queued; their workers would run those at their defaults."""
+        for trial in self.storage.trials_by_id(in_flight.values()):  # by key: the queue only
+            if trial.state == TrialState.QUEUED and lacking(trial.params, space):
+                params = self.strategy.complete(trial.number, trial.params, space)
+                if not self.storage.update_queued_params(trial.id, params):
+                    log.debug("trial %d was claimed before it was completed", trial.number)
+
     def _collect(self, in_flight: dict[int, int]) -> list[Trial]:
         """The trials of ours that finished since the last look."""
         if not in_flight:
@@ -211,17 +242,18 @@ class Coordinator:
             del in_flight[trial.number]
         return trials
 
-    def _top_up(self, counts: dict[TrialState, int], in_flight: dict[int, int], space: Space,
-                slots: int) -> int | None:
+    def _top_up(self, in_flight: dict[int, int], space: Space, slots: int) -> int | None:
         """Queue new trials up to the workers plus a margin; returns how many were
-        queued, or None once the strategy has nothing left."""
+        queued, or None once the strategy has nothing left. What is in flight is what this
+        coordinator queued and has not collected yet (a trial finished since counts until
+        then), so the queue never overshoots while results arrive."""
         ahead = self.options.queue_ahead
         if ahead is None:
             ahead = 1 if self.strategy.learns else max(16, 2 * slots)
         target = slots + ahead
         proposals: list[tuple[int, Proposal]] = []
         exhausted = False
-        for _ in range(max(0, target - counts[TrialState.QUEUED] - counts[TrialState.RUNNING])):
+        for _ in range(max(0, target - len(in_flight))):
             number = self._next_number + len(proposals)
             if number >= self.budget:
                 break

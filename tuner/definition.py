@@ -45,20 +45,30 @@ class StudyDefinition:
     build_model: Callable[[Any], Any] | None = None
     hypermodel: Any = None
     objective: Callable[[Any], Any] | None = None  # hp -> value (or {metric: value})
+    # KerasTuner's Tuner.run_trial(trial, *fit_args, **fit_kwargs): what `Tuner.search()`
+    # defines, with the arguments search() was given (passed to every trial's fit).
+    run_trial: Callable[..., Any] | None = None
+    fit_args: tuple[Any, ...] = ()
+    fit_kwargs: dict[str, Any] = field(default_factory=dict)
     load_data: Callable[[], Any] | None = None
     space: Space = field(default_factory=Space)
+    # HyperParameters' keyword arguments for every trial (KerasTuner's `hyperparameters`
+    # overriding what the model declares, tune_new_entries, allow_new_entries).
+    hp_options: dict[str, Any] = field(default_factory=dict)
     metric: str = "val_accuracy"
     direction: str = ""
     epochs: int = _FIT_DEFAULTS["epochs"]
     batch_size: int = _FIT_DEFAULTS["batch_size"]
     patience: int | None = _FIT_DEFAULTS["patience"]
     early_stop: Any = None  # "median" | "asha" | "hyperband" | an EarlyStop, across trials
+    retries: int = 0  # a trial that raises runs again this often (not on FailedTrialError)
     name: str | None = None
     path: str | None = None
     source_hash: str | None = None
 
     def __post_init__(self) -> None:
-        if self.build_model is None and self.hypermodel is None and self.objective is None:
+        if (self.build_model is None and self.hypermodel is None and self.objective is None
+                and self.run_trial is None):
             where = self.path or "the study definition"
             raise DefinitionError(
                 f"{where} defines none of build_model(hp), a KerasTuner `hypermodel` "
@@ -92,7 +102,7 @@ class StudyDefinition:
     def settings(self) -> dict[str, Any]:
         rule = self.early_stop.to_dict() if self.early_stop is not None else None
         return {"epochs": self.epochs, "batch_size": self.batch_size, "patience": self.patience,
-                "early_stop": rule}
+                "early_stop": rule, "retries": self.retries}
 
 
 def file_hash(path: str | Path) -> str:
@@ -145,6 +155,7 @@ def load_study_file(name: str, path: str | None, source: str | None,
             f"study {name!r} was defined in Python, not in a file a worker can import; "
             "run it with the InProcess executor"
         )
+    from tuner import shipping  # a package of a definition made in Python
     candidates = [Path(path)] + ([Path.cwd() / source] if source else [])
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
@@ -160,4 +171,4 @@ def load_study_file(name: str, path: str | None, source: str | None,
             f"(sha256 {digest[:12]}… here, {expected_hash[:12]}… there); "
             "copy the coordinator's file to this host"
         )
-    return load_definition(found)
+    return shipping.unpack(found) if shipping.is_package(found) else load_definition(found)

@@ -33,8 +33,17 @@ class HyperParameters:
     `values` the active values of this trial.
     """
 
-    def __init__(self, space: Space | None = None, values: Mapping[str, Any] | None = None):
+    def __init__(self, space: Space | None = None, values: Mapping[str, Any] | None = None, *,
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                 tune_new_entries: bool = True, allow_new_entries: bool = True):
+        """`overrides` (a `Space.to_dict()`): definitions that win over what the model
+        declares under the same name (KerasTuner's `hyperparameters=`). A parameter not
+        in `overrides` takes its default and is not searched unless `tune_new_entries`,
+        and is an error unless `allow_new_entries` (both about names `overrides` lacks)."""
         self.space = space.copy() if space is not None else Space()
+        self._overrides = Space.from_dict(overrides or {})
+        self._tune_new = tune_new_entries or not overrides
+        self._allow_new = allow_new_entries or not overrides
         values = dict(values or {})
         # Only active values, as under KerasTuner; names the space does not know yet stay.
         self.values: dict[str, Any] = {
@@ -111,6 +120,13 @@ class HyperParameters:
                 raise SpaceError(f"parameter {name!r}: parent_name needs parent_values")
             conditions.append((self._full_name(parent_name), as_values(parent_values)))
         full = self._full_name(name)
+        if full in self._overrides:
+            param = self._overrides[full]
+        elif full not in self.space and self._overrides and not self._allow_new:
+            raise SpaceError(f"parameter {full!r} is not among the tuner's hyperparameters, "
+                             "and allow_new_entries=False")
+        elif full not in self.space and not self._tune_new:
+            return param.initial  # not searched, so not part of the space (as KerasTuner)
         param = self.space.add(full, type(param)(**{**param.__dict__, "name": full,
                                                     "when": tuple(conditions)}))
         if not param.is_active(self.values):

@@ -145,14 +145,14 @@ def _best(storage: Storage, study: StudyRecord, trials: Sequence[Trial],
     rebuild = (
         "from tuner import HyperParameters, Study\n\n"
         f"study = Study.load({study.name!r}, storage={safe_url(storage.url)!r})\n"
+        "model = study.load_model()        # trained, at its best epoch\n"
         "model = study.build_best_model()  # untrained: fit it on your data\n\n"
         "# or, in the study file's own terms:\n"
         f"model = build_model(HyperParameters.from_values({best.params!r}))\n"
     )
-    blocks += [Heading("Rebuild it", 3), Code(rebuild)]
-    if study.strategy == "pbt":  # only PBT keeps trained weights
-        blocks.append(Para("Its trained weights are in the study's checkpoints: tuner best "
-                           f"{shlex.quote(study.name)} --export best.keras"))
+    blocks += [Heading("Rebuild it", 3), Code(rebuild),
+               Para("Its trained weights are kept with the study: tuner best "
+                    f"{shlex.quote(study.name)} --export best.keras")]
     return blocks
 
 

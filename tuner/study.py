@@ -19,8 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner import analysis
-from tuner.artifacts import Artifacts
+from sqlalchemy.engine import make_url
+
+from tuner import analysis, shipping
+from tuner.artifacts import Artifacts, best_models
 from tuner.coordinator import Coordinator, CoordinatorOptions, Progress
 from tuner.definition import StudyDefinition, load_definition
 from tuner.early_stop import EarlyStop, early_stop_from_dict
@@ -51,9 +53,9 @@ def discover_space(definition: StudyDefinition) -> Space:
     Parameters behind branches the defaults do not take are found later, by the trials
     that take them. A build that fails here is left for the trials to report.
     """
-    if definition.objective is not None:  # calling it would run a whole trial
-        return definition.space
-    hp = HyperParameters(definition.space, definition.space.defaults())
+    if definition.hypermodel is None and definition.build_model is None:
+        return definition.space  # an objective or run_trial: calling it runs a whole trial
+    hp = HyperParameters(definition.space, definition.space.defaults(), **definition.hp_options)
     try:
         definition.build(hp)
     except TunerError:
@@ -95,8 +97,9 @@ class Study:
         `strategy` defaults to "bayes" for a new study; on a resume, options left out
         (strategy, epochs, early_stop) keep the study's own. A resume whose study file
         changed (its space, code or settings) is refused unless `allow_changed_file`,
-        which records the change on the study. `artifacts` is where checkpoints go (PBT):
-        a folder or any fsspec URL, by default `./tuner-artifacts/<name>`.
+        which records the change on the study. `artifacts` is where weights and
+        checkpoints go: a folder or any fsspec URL, by default `tuner-artifacts/<name>`
+        beside the SQLite file (or in this folder for a database server).
         """
         if seed is not None and not 0 <= seed < 2**31:
             raise ValueError(f"seed: {seed} must be in [0, 2**31)")  # the column's range
@@ -130,7 +133,7 @@ class Study:
                     space=space.to_dict(), settings={
                         **definition.settings, "strategy_options": chosen.options(),
                         "source": _relative_to_cwd(definition.path),
-                        "artifacts": artifacts or str(Path("tuner-artifacts").resolve() / name)},
+                        "artifacts": artifacts or default_artifacts(store, name)},
                     definition=definition.path, definition_hash=definition.source_hash,
                 )
                 return cls(store, record, chosen, definition, created=True)
@@ -171,21 +174,53 @@ class Study:
     def optimize(
         self, trials: int, *, workers: int | None = None, executor: Executor | None = None,
         options: CoordinatorOptions = CoordinatorOptions(),
-        on_progress: Callable[[Progress], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None, show_progress: bool = True,
     ) -> Progress:
-        """Run until the study has `trials` trials in all (earlier runs count)."""
+        """Run until the study has `trials` trials in all (earlier runs count).
+
+        Progress shows as `tuner run` shows it (a live panel in a terminal or notebook, a
+        line per trial elsewhere) unless `on_progress` takes the reports or not
+        `show_progress`."""
         if trials < 1:
             raise ValueError(f"trials: {trials} must be at least 1")
         definition = self.definition
         if executor is None and workers == 0:
             executor = NoWorkers()  # `tuner worker` agents run the trials
+        in_process = isinstance(executor, InProcess)
+        if definition.path is None and not in_process and (executor or (workers or 1) > 1):
+            definition, executor = self._shipped(definition, workers, executor)
         elif executor is None:
             executor = local_pool(workers) if definition.path else InProcess()
-        coordinator = Coordinator(
-            self.storage, self._record, self.strategy, executor, budget=trials, options=options,
-            on_progress=on_progress,
-        )
-        return coordinator.run(definition)
+        if on_progress is not None or not show_progress:
+            return Coordinator(self.storage, self._record, self.strategy, executor,
+                               budget=trials, options=options,
+                               on_progress=on_progress).run(definition)
+        from tuner.display import ProgressDisplay, make_console
+
+        with ProgressDisplay(make_console()) as display:
+            return Coordinator(self.storage, self._record, self.strategy, executor,
+                               budget=trials, options=options,
+                               on_progress=display).run(definition)
+
+    def _shipped(self, definition: StudyDefinition, workers: int | None,
+                 executor: Executor | None) -> tuple[StudyDefinition, Executor]:
+        """A definition made in Python goes to worker processes packed into the study's
+        folder (code by value, arrays memory-mapped); one that cannot leave this process
+        (a generator, a tf.data pipeline) keeps its trials here, said in one line."""
+        artifacts = self._record.settings.get("artifacts") or ""
+        folder = (Path(artifacts) / "definition" if "://" not in artifacts
+                  else Path(tempfile.mkdtemp(prefix="tuner-definition-")))
+        try:
+            packed = shipping.pack(definition, folder)
+        except shipping.CannotShip as exc:
+            if executor is not None:
+                raise TunerError(f"study {self.name!r} cannot go to the executor's workers: "
+                                 f"{exc}") from None
+            log.warning("workers=%s: study %r has code or data that cannot go to other "
+                        "processes (%s); its trials run in this process", workers, self.name,
+                        exc)
+            return definition, InProcess()
+        return packed, executor or local_pool(workers)
 
     # -- reading --------------------------------------------------------------------
     @property
@@ -219,7 +254,9 @@ class Study:
             record = self._record
             if not record.definition:
                 raise DefinitionError(f"study {self.name!r} was defined in Python, not a file")
-            definition = load_definition(record.definition)
+            definition = (shipping.unpack(record.definition)
+                          if shipping.is_package(record.definition)
+                          else load_definition(record.definition))
             if record.definition_hash and definition.source_hash != record.definition_hash:
                 raise DefinitionError(
                     f"study {self.name!r}: {record.definition} changed since the study last "
@@ -266,22 +303,39 @@ class Study:
         under PBT, the hyperparameter schedule that produced that model."""
         return analysis.schedule(self.trials, trial or self.best_trial)
 
-    def export_best_model(self, path: str | Path) -> Trial:
-        """Save the best trial's trained model (from its checkpoint) as a `.keras` file."""
-        from workers.checkpoints import load_checkpoint
+    def load_model(self, trial: Trial | int | None = None) -> Any:
+        """A trial's trained model (the best trial's by default) at its best epoch: built by
+        the study's definition, with the weights the trial saved (the best `keep_models`
+        trials keep theirs; a PBT segment's model is its checkpoint)."""
+        from workers.checkpoints import load_best, load_checkpoint
 
-        best = self.best_trial
-        artifacts = Artifacts(self._record.settings.get("artifacts") or "")
-        if not self._record.settings.get("artifacts") or not artifacts.exists(best.number):
+        if trial is None:
+            trial = self.best_trial
+        elif isinstance(trial, int):
+            found = self.storage.trials(self._record.id, numbers=[trial])
+            if not found:
+                raise StudyNotFound(f"study {self.name!r} has no trial #{trial}")
+            trial = found[0]
+        folder_url = self._record.settings.get("artifacts") or ""
+        segment = bool(trial.attrs and "segment" in trial.attrs)
+        store = Artifacts(folder_url) if segment else best_models(folder_url)
+        if not folder_url or not store.exists(trial.number):
             raise TunerError(
-                f"trial {best.number} has no checkpoint to export: only PBT studies keep "
-                "trained models; rebuild it with build_best_model() and train it instead"
-            )
-        model = self.build_best_model()
+                f"trial {trial.number} kept no trained weights: only the best trials keep "
+                "theirs (CoordinatorOptions.keep_models); rebuild it with "
+                "build_best_model() and train it instead")
+        definition = self.definition
+        model = definition.build(HyperParameters(self.space, trial.params,
+                                                 **definition.hp_options))
         with tempfile.TemporaryDirectory() as folder:
-            artifacts.get(best.number, Path(folder))
-            load_checkpoint(model, Path(folder))
-        model.save(str(path))
+            store.get(trial.number, Path(folder))
+            (load_checkpoint if segment else load_best)(model, Path(folder))
+        return model
+
+    def export_best_model(self, path: str | Path) -> Trial:
+        """Save the best trial's trained model (at its best epoch) as a `.keras` file."""
+        best = self.best_trial
+        self.load_model(best).save(str(path))
         return best
 
     def trials_dataframe(self) -> pd.DataFrame:
@@ -332,6 +386,15 @@ def trial_row(trial: Trial) -> dict[str, Any]:
     return row
 
 
+def default_artifacts(storage: Storage, name: str) -> str:
+    """Where a study keeps its weights and checkpoints unless told: beside its SQLite
+    file (`tuner-artifacts/NAME` in the file's folder), else in this folder."""
+    url = make_url(storage.url)
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    folder = Path(database).resolve().parent if database and database != ":memory:" else Path()
+    return str((folder / "tuner-artifacts" / name).resolve())
+
+
 def _relative_to_cwd(path: str | None) -> str | None:
     """Where a worker started in the same folder on another host finds the study file."""
     if path is None:
@@ -349,6 +412,7 @@ def _as_definition(definition: str | Path | StudyDefinition) -> StudyDefinition:
 
 
 MAX_NAME = 200  # the studies table's column
+_ADDED_SETTINGS = {"retries": 0}  # settings newer than some stored studies: theirs
 
 
 def check_name(name: str) -> str:
@@ -387,7 +451,8 @@ def differences(record: StudyRecord, definition: StudyDefinition, space: Space, 
                 if p.name not in stored_space]
     if changed:
         file.append("a changed space (" + "; ".join(changed) + ")")
-    stored = {key: record.settings.get(key) for key in definition.settings}
+    stored = {key: record.settings.get(key, _ADDED_SETTINGS.get(key))
+              for key in definition.settings}
     if stored != definition.settings:
         file.append(f"settings {stored} (asked: {definition.settings})")
     return {"fixed": fixed, "file": file}

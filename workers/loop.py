@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuner.artifacts import Artifacts
+from tuner.artifacts import Artifacts, best_models
 from tuner.definition import StudyDefinition, load_study_file
 from tuner.early_stop import Curves, early_stop_from_dict
 from tuner.errors import DefinitionError
+from tuner.keras_tuner.errors import FailedTrialError, FatalError
 from tuner.space import Space
 from tuner.states import TrialState
 from tuner.storage import Storage, StudyRecord, Trial
@@ -227,21 +228,31 @@ class Worker:
         if not set(trial.params) <= set(context.record.space):  # the space grew since
             context.refresh(self.storage)
         study, space = context.record, context.space
-        try:
-            if context.data_error:
-                raise RuntimeError(context.data_error)
-            outcome = self._train(context, study, space, trial, worker_id)
-        except TrialLost:
-            log.warning("trial %d was taken from worker %d; result dropped",
-                        trial.number, worker_id)
-            return
-        except Exception as exc:
-            log.info("trial %d failed: %s", trial.number, exc)
-            self.storage.finish_trial(
-                trial.id, worker_id, TrialState.FAILED,
-                error=traceback.format_exc()[-_MAX_ERROR:],
-            )
-            return
+        attempts = 1 + study.settings.get("retries", 0)  # KerasTuner's max_retries_per_trial
+        for attempt in range(1, attempts + 1):
+            try:
+                if context.data_error:
+                    raise RuntimeError(context.data_error)
+                outcome = self._train(context, study, space, trial, worker_id)
+                break
+            except TrialLost:
+                log.warning("trial %d was taken from worker %d; result dropped",
+                            trial.number, worker_id)
+                return
+            except Exception as exc:
+                final = isinstance(exc, (FailedTrialError, FatalError))
+                if attempt < attempts and not final and self.storage.restart_trial(
+                        trial.id, worker_id):
+                    log.info("trial %d failed (%s); attempt %d of %d", trial.number, exc,
+                             attempt + 1, attempts)
+                    continue
+                log.info("trial %d failed: %s", trial.number, exc)
+                self.storage.finish_trial(
+                    trial.id, worker_id, TrialState.FAILED,
+                    error=traceback.format_exc()[-_MAX_ERROR:],
+                    attrs={"fatal": True} if isinstance(exc, FatalError) else None,
+                )
+                return
         if len(outcome.space) > len(space):
             self.storage.update_space(study.id, outcome.space.to_dict())
         if outcome.value is None or not math.isfinite(outcome.value):
@@ -254,27 +265,39 @@ class Worker:
         state = TrialState.PRUNED if outcome.pruned else TrialState.COMPLETE
         self.storage.finish_trial(
             trial.id, worker_id, state, value=outcome.value,
-            best_epoch=outcome.best_epoch, params=outcome.params,
+            best_epoch=outcome.best_epoch, params=outcome.params, attrs=outcome.attrs,
         )
 
     def _train(self, context: _StudyContext, study: StudyRecord, space: Space, trial: Trial,
                worker_id: int) -> Outcome:
         seed = trial_seed(study.seed, trial.number)
-        if context.definition.objective is not None:
-            return run_objective(context.definition.objective, space, trial.params,
+        definition = context.definition
+        if definition.objective is not None:
+            return run_objective(definition.objective, space, trial.params,
                                  metric=study.metric, seed=seed)
-        from workers.runner import Segment, run_trial
+        from workers.runner import Segment, run_trial, run_tuner_trial
 
         def report(epoch: int, value: float | None, metrics: Any) -> bool:
             return self.storage.report_epoch(trial.id, worker_id, epoch, value, metrics)
 
+        def grew(grown: Space) -> None:  # tell the coordinator now, not when the trial ends
+            self.storage.update_space(study.id, grown.to_dict())
+
+        folder = study.settings.get("artifacts")
+        best = (best_models(folder), trial.number) if folder else None
+        should_stop = self._early_stop(study, trial.number)
         segment = None
         if trial.attrs and "segment" in trial.attrs:  # a stretch of a PBT member
             part = trial.attrs["segment"]
             segment = Segment(trial.number, part["start"], part["epochs"], part["restore"],
                               Artifacts(study.settings["artifacts"]))
+        if definition.run_trial is not None:  # a KerasTuner Tuner's trial
+            return run_tuner_trial(
+                definition, space, trial.params, number=trial.number, metric=study.metric,
+                direction=study.direction, seed=seed, report=report, should_stop=should_stop,
+                best=best, grew=grew, segment=segment)
         return run_trial(
-            context.definition, context.data, space, trial.params, metric=study.metric,
+            definition, context.data, space, trial.params, metric=study.metric,
             direction=study.direction, settings=study.settings, seed=seed, report=report,
-            should_stop=self._early_stop(study, trial.number), segment=segment,
+            should_stop=should_stop, segment=segment, best=best, grew=grew,
         )

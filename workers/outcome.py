@@ -22,6 +22,7 @@ class Outcome:
     params: dict[str, Any]
     space: Space = field(default_factory=Space)
     pruned: bool = False
+    attrs: dict[str, Any] | None = None  # recorded on the trial (each execution's curve)
 
 
 def run_objective(objective: Callable[[Any], Any], space: Space, params: Mapping[str, Any], *,

@@ -7,15 +7,19 @@ to its GPU with CUDA_VISIBLE_DEVICES. A process that exits after its share of tr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import multiprocessing.connection
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
+import types
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +107,22 @@ class StopFlag:
         return True
 
 
+@contextlib.contextmanager
+def _main_not_rerun() -> Iterator[None]:
+    """Start processes that do not run the parent's script again.
+
+    A spawned process imports the parent's `__main__` from its file (or module name), so a
+    plain script without an `if __name__ == "__main__":` guard would start its search again
+    in every worker. The workers need nothing from it (a study's code reaches them from its
+    study file, or by value in a packaged definition): they are shown an empty `__main__`."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 @dataclass
 class _Slot:
     gpu: str | None
@@ -142,7 +162,8 @@ class WorkerProcesses:
             args=(self.url, self.study, slot.gpu, self._sharing[slot.gpu], self._threads,
                   self.options, self._stop, slot.worker_id, slot.log_path),
         )
-        slot.process.start()
+        with _main_not_rerun():
+            slot.process.start()
 
     def check(self, *, max_retries: int) -> None:
         """Requeue what a dead process held and start its replacement."""

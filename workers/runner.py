@@ -18,7 +18,7 @@ from tuner.artifacts import Artifacts
 from tuner.definition import StudyDefinition
 from tuner.hyperparameters import HyperParameters
 from tuner.space import Space
-from workers.checkpoints import load_checkpoint, save_checkpoint
+from workers.checkpoints import load_checkpoint, save_best, save_checkpoint
 from workers.outcome import Outcome, TrialLost
 
 # report(epoch, value, metrics) -> False when the trial is no longer this worker's.
@@ -26,28 +26,39 @@ Report = Callable[[int, "float | None", Mapping[str, float]], bool]
 
 
 class EpochReporter(keras.callbacks.Callback):
-    """Writes every epoch's metrics through `report`, and fails the trial on a NaN loss."""
+    """Writes every epoch's metrics through `report` (None: keeps them only, as for a
+    trial's second execution), fails the trial on a NaN loss, asks the early-stop rule.
+    `started` is called when training starts: what `fit` declared is known by then."""
 
-    def __init__(self, report: Report, metric: str,
-                 should_stop: Callable[[int], bool] | None = None) -> None:
+    def __init__(self, report: Report | None, metric: str,
+                 should_stop: Callable[[int], bool] | None = None, *,
+                 require_metric: bool = True, started: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.report, self.metric, self.should_stop = report, metric, should_stop
+        self.require_metric, self.started = require_metric, started
         self.values: list[float | None] = []
+        self.logs: list[dict[str, float]] = []
         self.pruned = False
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self.started is not None:
+            self.started()
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         logs = {k: float(v) for k, v in (logs or {}).items()}
-        learning_rate = getattr(self.model.optimizer, "learning_rate", None)
+        optimizer = getattr(self.model, "optimizer", None)
+        learning_rate = getattr(optimizer, "learning_rate", None)
         if learning_rate is not None:  # the live value: what PBT's explore must change
             logs.setdefault("learning_rate", float(keras.ops.convert_to_numpy(learning_rate)))
-        if self.metric not in logs:
+        if self.metric not in logs and self.require_metric:
             raise KeyError(
                 f"metric {self.metric!r} is not in the epoch logs ({', '.join(sorted(logs))}); "
                 "set `metric` in the study file"
             )
-        value = logs[self.metric]
-        self.values.append(value if math.isfinite(value) else None)
-        if not self.report(epoch, value, logs):
+        value = logs.get(self.metric)
+        self.values.append(value if value is not None and math.isfinite(value) else None)
+        self.logs.append(logs)
+        if self.report is not None and not self.report(epoch, value, logs):
             raise TrialLost(f"lease lost at epoch {epoch}")
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(loss):
@@ -55,6 +66,34 @@ class EpochReporter(keras.callbacks.Callback):
         if self.should_stop is not None and self.should_stop(epoch + 1):
             self.pruned = True  # stopped by the study's early-stop rule, across trials
             self.model.stop_training = True
+
+
+class BestWeights(keras.callbacks.Callback):
+    """The weights of the best epoch seen (over all of a trial's executions), kept so the
+    study hands back the trained model, as KerasTuner's own checkpoint does."""
+
+    def __init__(self, metric: str, sign: int) -> None:
+        super().__init__()
+        self.metric, self.sign = metric, sign
+        self.value: float | None = None
+        self.weights: list[Any] | None = None
+        self.holder: keras.Model | None = None
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        value = (logs or {}).get(self.metric)
+        if value is None or not math.isfinite(float(value)):
+            return
+        if self.value is None or self.sign * float(value) > self.sign * self.value:
+            self.value = float(value)
+            self.weights = [keras.ops.convert_to_numpy(w) for w in self.model.weights]
+            self.holder = self.model
+
+    def save(self, store: Artifacts, number: int) -> None:
+        if self.holder is None or self.weights is None:
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            save_best(self.holder, self.weights, Path(folder))
+            store.put(number, Path(folder))
 
 
 @dataclass(frozen=True)
@@ -81,21 +120,26 @@ def run_trial(
     definition: StudyDefinition, data: Any, space: Space, params: Mapping[str, Any], *,
     metric: str, direction: str, settings: Mapping[str, Any], seed: int, report: Report,
     should_stop: Callable[[int], bool] | None = None, segment: Segment | None = None,
+    best: tuple[Artifacts, int] | None = None, grew: Callable[[Space], None] | None = None,
 ) -> Outcome:
     """Train one configuration; exceptions propagate and the caller marks the trial FAILED.
 
     With a `segment` (population-based training) the model starts from a checkpoint,
     trains a few epochs on from there, is judged on its last epoch, and is checkpointed.
+    Otherwise its best epoch's weights go to `best` (a store and the trial's number).
+    `grew` hears of parameters the trial met that the space did not have, once fit starts.
     """
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    hp = HyperParameters(space, params)
+    hp = HyperParameters(space, params, **definition.hp_options)
     model = definition.build(hp)
     try:
         (x, y), validation = data
     except (TypeError, ValueError):
         raise ValueError("load_data() must return (x_train, y_train), (x_val, y_val)") from None
-    reporter = EpochReporter(report, metric, should_stop)
+    sign = 1 if direction == "maximize" else -1
+    reporter = EpochReporter(report, metric, should_stop, started=_told(grew, hp, space))
+    keeper = BestWeights(metric, sign)
     callbacks: list[keras.callbacks.Callback] = [reporter]
     first_epoch, last_epoch = 0, settings["epochs"]
     if segment is not None:
@@ -104,11 +148,13 @@ def run_trial(
             with tempfile.TemporaryDirectory() as folder:
                 segment.artifacts.get(segment.restore, Path(folder))
                 load_checkpoint(model, Path(folder))
-    elif settings.get("patience"):
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=metric, mode="max" if direction == "maximize" else "min",
-            patience=settings["patience"], restore_best_weights=True,
-        ))
+    else:
+        callbacks.append(keeper)
+        if settings.get("patience"):
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor=metric, mode="max" if direction == "maximize" else "min",
+                patience=settings["patience"], restore_best_weights=True,
+            ))
     fit_args = dict(validation_data=validation, initial_epoch=first_epoch, epochs=last_epoch,
                     callbacks=callbacks, verbose=0)
     if definition.hypermodel is not None:
@@ -117,7 +163,6 @@ def run_trial(
     else:
         batch_size = hp.values.get("batch_size", settings["batch_size"])  # tunable by name
         returned = model.fit(x, y, batch_size=batch_size, **fit_args)
-    sign = 1 if direction == "maximize" else -1
     value, best_epoch = _best(reporter.values, sign)
     if segment is not None:  # a member is as good as it is now, not as it once was
         value = next((v for v in reversed(reporter.values) if v is not None), None)
@@ -125,6 +170,8 @@ def run_trial(
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(model, Path(folder))
             segment.artifacts.put(segment.number, Path(folder))
+    elif best is not None:
+        keeper.save(*best)
     if isinstance(returned, (int, float)):  # KerasTuner lets fit return the objective
         value, best_epoch = float(returned), None
     elif isinstance(returned, Mapping):
@@ -133,3 +180,84 @@ def run_trial(
         best_epoch += first_epoch
     return Outcome(value=value, best_epoch=best_epoch, params=dict(hp.values), space=hp.space,
                    pruned=reporter.pruned)
+
+
+class SegmentCheckpoint(keras.callbacks.Callback):
+    """A PBT segment inside a KerasTuner trial's fit: the model starts from the checkpoint
+    it continues, and ends in its own."""
+
+    def __init__(self, segment: Segment) -> None:
+        super().__init__()
+        self.segment = segment
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self.segment.restore is not None:
+            with tempfile.TemporaryDirectory() as folder:
+                self.segment.artifacts.get(self.segment.restore, Path(folder))
+                load_checkpoint(self.model, Path(folder))
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            save_checkpoint(self.model, Path(folder))
+            self.segment.artifacts.put(self.segment.number, Path(folder))
+
+
+def run_tuner_trial(
+    definition: StudyDefinition, space: Space, params: Mapping[str, Any], *, number: int,
+    metric: str, direction: str, seed: int, report: Report,
+    should_stop: Callable[[int], bool] | None = None, best: tuple[Artifacts, int] | None = None,
+    grew: Callable[[Space], None] | None = None, segment: Segment | None = None,
+) -> Outcome:
+    """One trial of a KerasTuner `Tuner`: its `run_trial(trial, *search args)`, with the
+    callbacks every execution's fit gets (epochs reported from the first execution, the
+    best weights over all). The value is what KerasTuner makes of what run_trial returns:
+    the mean over executions of each one's best value (or the number or dict it returned);
+    a PBT segment's, its last epoch's.
+    """
+    from tuner.keras_tuner.trial import Trial, result_value
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    sign = 1 if direction == "maximize" else -1
+    hp = HyperParameters(space, params, **definition.hp_options)
+    keeper = BestWeights(metric, sign)
+    reporters: list[EpochReporter] = []
+    fit_kwargs = dict(definition.fit_kwargs)
+    if segment is not None:
+        fit_kwargs.update(initial_epoch=segment.start, epochs=segment.start + segment.epochs)
+
+    def callbacks(execution: int) -> list[keras.callbacks.Callback]:
+        first = execution == 0  # later executions of the same values only keep their curve
+        reporter = EpochReporter(report if first else None, metric,
+                                 should_stop if first else None, require_metric=False,
+                                 started=_told(grew, hp, space) if first else None)
+        reporters.append(reporter)
+        return [reporter, SegmentCheckpoint(segment) if segment is not None else keeper]
+
+    trial = Trial(str(number), hp, callbacks=callbacks)
+    returned = definition.run_trial(trial, *definition.fit_args, **fit_kwargs)
+    value, best_epoch = result_value(returned, metric, sign)
+    curve = reporters[0].values if reporters else []
+    if segment is not None:  # a member is as good as it is now, not as it once was
+        value = next((v for v in reversed(curve) if v is not None), None)
+        best_epoch = segment.start + len(curve) - 1 if curve else None
+    elif value is None:  # nothing returned: the epochs reported tell it
+        value, best_epoch = _best(curve, sign)
+    elif best_epoch is None and len(reporters) == 1 and value in curve:
+        best_epoch = curve.index(value)
+    if best is not None and segment is None:
+        keeper.save(*best)
+    executions = [r.logs for r in reporters]
+    return Outcome(value=value, best_epoch=best_epoch, params=dict(hp.values), space=hp.space,
+                   pruned=bool(reporters) and reporters[0].pruned,
+                   attrs={"executions": executions} if len(executions) > 1 else None)
+
+
+def _told(grew: Callable[[Space], None] | None, hp: HyperParameters,
+          space: Space) -> Callable[[], None] | None:
+    """What tells `grew` of parameters met before training started (in `fit`, or behind a
+    branch the study had not seen), while the trial trains: the coordinator can give the
+    trials queued meanwhile values for them."""
+    if grew is None:
+        return None
+    return lambda: grew(hp.space) if len(hp.space) > len(space) else None

@@ -696,6 +696,18 @@ class Storage:
         return ids
 
     @_retrying
+    def update_queued_params(self, trial_id: int, params: Mapping[str, Any]) -> bool:
+        """Replace a QUEUED trial's values (completed for parameters met since it was queued);
+        False if a worker claimed it meanwhile: a trial keeps the values it was claimed with."""
+        with self._tx(write=True) as conn:
+            updated = conn.execute(
+                trials.update()
+                .where(trials.c.id == trial_id, trials.c.state == TrialState.QUEUED.value)
+                .values(params=dict(params))
+            ).rowcount
+        return bool(updated)
+
+    @_retrying
     def counts(self, study_id: int, *,
                states: Iterable[TrialState] | None = None) -> dict[TrialState, int]:
         """Trials by state (of `states` only, when given: an index range, however large
@@ -870,8 +882,10 @@ class Storage:
         self, trial_id: int, worker_id: int, state: TrialState, *,
         value: float | None = None, best_epoch: int | None = None,
         params: Mapping[str, Any] | None = None, error: str | None = None,
+        attrs: Mapping[str, Any] | None = None,
     ) -> bool:
-        """RUNNING -> COMPLETE | PRUNED | FAILED, only if this worker still holds the trial."""
+        """RUNNING -> COMPLETE | PRUNED | FAILED, only if this worker still holds the trial;
+        `attrs` are added to the trial's."""
         if not state.is_finished():
             raise ValueError(f"state: {state} is not a final state")
         values: dict[str, Any] = dict(
@@ -881,6 +895,10 @@ class Storage:
         if params is not None:
             values["params"] = dict(params)
         with self._tx(write=True) as conn:
+            if attrs:
+                stored = conn.execute(sa.select(trials.c.attrs).where(trials.c.id == trial_id)
+                                      ).scalar()
+                values["attrs"] = {**(stored or {}), **attrs}
             done = conn.execute(
                 trials.update()
                 .where(trials.c.id == trial_id, trials.c.worker_id == worker_id,
@@ -893,6 +911,21 @@ class Storage:
                     .values(trials_done=workers.c.trials_done + 1, heartbeat_at=db_now())
                 )
         return bool(done)
+
+    @_retrying
+    def restart_trial(self, trial_id: int, worker_id: int) -> bool:
+        """Forget the epochs of a RUNNING trial this worker runs again from its start (a
+        retry after an error); False when the trial is no longer this worker's."""
+        with self._tx(write=True) as conn:
+            owned = conn.execute(
+                trials.update()
+                .where(trials.c.id == trial_id, trials.c.worker_id == worker_id,
+                       trials.c.state == TrialState.RUNNING.value)
+                .values(epochs=0)
+            ).rowcount
+            if owned:
+                conn.execute(epochs.delete().where(epochs.c.trial_id == trial_id))
+        return bool(owned)
 
     # -- reading trials -------------------------------------------------------------
     @_retrying

@@ -1,0 +1,45 @@
+"""KerasTuner's `Objective`: a metric's name and whether it is minimized or maximized."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuner.definition import infer_direction
+
+DEFAULT_OBJECTIVE = "default_objective"  # what run_trial or fit returns, when nothing is named
+
+
+class Objective:
+    def __init__(self, name: str, direction: str) -> None:
+        if direction not in ("min", "max"):
+            raise ValueError(f"direction: {direction!r} must be 'min' or 'max'")
+        self.name, self.direction = name, direction
+
+    @property
+    def study_direction(self) -> str:
+        return "maximize" if self.direction == "max" else "minimize"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Objective) and (self.name, self.direction)
+                == (other.name, other.direction))
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.direction))
+
+    def __repr__(self) -> str:
+        return f'Objective(name="{self.name}", direction="{self.direction}")'
+
+
+def create_objective(objective: Any) -> Objective:
+    """A tuner's `objective`: a name (its direction inferred, as KerasTuner does), an
+    `Objective`, or None (the value run_trial or HyperModel.fit returns, minimized)."""
+    if objective is None:
+        return Objective(DEFAULT_OBJECTIVE, "min")
+    if isinstance(objective, Objective):
+        return objective
+    if isinstance(objective, str):
+        return Objective(objective, "max" if infer_direction(objective) == "maximize" else "min")
+    if isinstance(objective, (list, tuple)):
+        raise ValueError("objective: one objective per study here (a name or an Objective); "
+                         "KerasTuner's sum of several objectives is not offered")
+    raise ValueError(f"objective: {objective!r} is not a name or a keras_tuner.Objective")
