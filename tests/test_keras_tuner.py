@@ -382,10 +382,11 @@ def test_the_cli_reads_a_tuners_project(tmp_path):
 
 PLAIN_SCRIPT = textwrap.dedent('''
     # The README's Python example as a plain script: no `if __name__ == "__main__":`.
-    import os, sys
+    import os, sys, time
     from tuner import Float, Space, Study, StudyDefinition
 
     def objective(hp):  # defined here, in __main__
+        time.sleep(float(os.environ["TUNER_TEST_SLEEP"]))  # long enough for both workers
         return -(hp["x"] - 0.3) ** 2
 
     in_python = StudyDefinition(objective=objective, space=Space(x=Float(0.0, 1.0)),
@@ -402,8 +403,8 @@ def test_a_plain_script_without_a_main_guard_runs_on_two_workers(tmp_path):
     script.write_text(PLAIN_SCRIPT)
     result = subprocess.run([sys.executable, str(script), url, str(ROOT / "tests" / "studies" /
                                                                   "trivial.py")],
-                            cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
-                            timeout=300)
+                            cwd=tmp_path, env=dict(cli_env(), TUNER_TEST_SLEEP="0.5"),
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("script finished") == 1
     script_pid = int(result.stdout.split("script finished in")[1])

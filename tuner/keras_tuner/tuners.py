@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +97,14 @@ class Tuner:
         if self.overwrite:
             self._forget()
         # Packed into the project's folder for worker processes, and for `tuner best
-        # --export` to rebuild the model; what cannot leave this process runs here.
+        # --export` to rebuild the models (trials in this process need no data packed);
+        # what cannot leave this process runs here.
         executor = self.executor or (InProcess() if self.workers == 1 else None)
+        here = isinstance(executor, InProcess)
         try:
-            definition = shipping.pack(definition, folder / "artifacts" / "definition")
+            packed = shipping.pack(replace(definition, fit_args=(), fit_kwargs={}) if here
+                                   else definition, folder / "artifacts" / "definition")
+            definition = replace(definition, path=packed.path, source_hash=packed.source_hash)
         except shipping.CannotShip as exc:
             if executor is None:
                 log.warning("workers=%d: the search's code or data cannot go to other "
