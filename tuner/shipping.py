@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
 import pickle
 import sys
 import sysconfig
@@ -91,16 +92,14 @@ def pack(definition: StudyDefinition, folder: Path) -> StudyDefinition:
 def _own_modules() -> list[ModuleType]:
     """The user's own modules (neither installed nor this service's): pickled by value like
     `__main__`, so the package needs no copy of them where it is loaded."""
-    installed = [Path(p).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")
-                 if (p := sysconfig.get_paths().get(key))]
-    own = []
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if (not file or name == "__main__" or name.split(".")[0] in _SERVICE
-                or any(Path(file).resolve().is_relative_to(root) for root in installed)):
-            continue
-        own.append(module)
-    return own
+    paths = sysconfig.get_paths()
+    roots = {variant for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths
+             for variant in (paths[key], os.path.realpath(paths[key]))}
+    installed = tuple(os.path.join(root, "") for root in roots)
+    return [module for name, module in list(sys.modules.items())
+            if (file := getattr(module, "__file__", None)) and name != "__main__"
+            and name.split(".")[0] not in _SERVICE
+            and not os.path.abspath(file).startswith(installed)]
 
 
 def unpack(path: str | Path) -> StudyDefinition:
