@@ -9,6 +9,7 @@ Every number comes from the database, so the CLI, reports and this API always ag
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import sys
@@ -53,7 +54,8 @@ def discover_space(definition: StudyDefinition) -> Space:
     Parameters behind branches the defaults do not take are found later, by the trials
     that take them. A build that fails here is left for the trials to report.
     """
-    if definition.hypermodel is None and definition.build_model is None:
+    if definition.objective is not None or (definition.hypermodel is None
+                                            and definition.build_model is None):
         return definition.space  # an objective or run_trial: calling it runs a whole trial
     hp = HyperParameters(definition.space, definition.space.defaults(), **definition.hp_options)
     try:
@@ -191,16 +193,14 @@ class Study:
             definition, executor = self._shipped(definition, workers, executor)
         elif executor is None:
             executor = local_pool(workers) if definition.path else InProcess()
-        if on_progress is not None or not show_progress:
+        with contextlib.ExitStack() as stack:
+            if on_progress is None and show_progress:
+                from tuner.display import ProgressDisplay, make_console
+
+                on_progress = stack.enter_context(ProgressDisplay(make_console()))
             return Coordinator(self.storage, self._record, self.strategy, executor,
                                budget=trials, options=options,
                                on_progress=on_progress).run(definition)
-        from tuner.display import ProgressDisplay, make_console
-
-        with ProgressDisplay(make_console()) as display:
-            return Coordinator(self.storage, self._record, self.strategy, executor,
-                               budget=trials, options=options,
-                               on_progress=display).run(definition)
 
     def _shipped(self, definition: StudyDefinition, workers: int | None,
                  executor: Executor | None) -> tuple[StudyDefinition, Executor]:
