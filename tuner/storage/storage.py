@@ -636,6 +636,16 @@ class Storage:
         return self.study_by_id(study_id)
 
     @_retrying
+    def update_settings(self, study_id: int, values: Mapping[str, Any]) -> None:
+        """Merge `values` into the study's settings (keys given replace those stored)."""
+        with self._tx(write=True) as conn:
+            current = conn.execute(
+                sa.select(studies.c.settings).where(studies.c.id == study_id).with_for_update()
+            ).scalar_one()
+            conn.execute(studies.update().where(studies.c.id == study_id)
+                         .values(settings={**current, **values}))
+
+    @_retrying
     def update_space(self, study_id: int, space: Mapping[str, Any]) -> None:
         """Store a grown space (parameters met during trials are appended in order)."""
         with self._tx(write=True) as conn:
