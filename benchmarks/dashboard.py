@@ -51,8 +51,6 @@ import contextlib
 import http.client
 import json
 import math
-import os
-import platform
 import random
 import shutil
 import socket
@@ -68,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from databases import empty_database
-from machine import cpu_model
+from machine import load_average, machine_basics, postgres_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -537,30 +535,17 @@ def explain(storage: Any, statement: str, parameters: Any) -> str:
 def describe_machine(pg_url: str | None) -> dict[str, str]:
     import sqlalchemy as sa
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
     machine = {
-        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
-        "cpu": f"{cpu_model()}, {os.cpu_count()} cores (usable: {len(os.sched_getaffinity(0))})",
+        **machine_basics(),
         "memory": _memory(),
-        "load average before the run": " ".join(f"{v:.2f}" for v in os.getloadavg()),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
         "sqlalchemy": sa.__version__,
         "sqlite": sqlite3.sqlite_version,
     }
     if pg_url:
-        engine = sa.create_engine(pg_url)
-        try:
-            with engine.connect() as conn:
-                version = conn.exec_driver_sql("SHOW server_version").scalar()
-                settings = {k: conn.exec_driver_sql(f"SHOW {k}").scalar()
-                            for k in ("autovacuum", "shared_buffers", "work_mem", "jit")}
-            machine["postgresql"] = f"{version} on loopback, " + ", ".join(
-                f"{k} {v}" for k, v in settings.items())
-        finally:
-            engine.dispose()
+        version, settings = postgres_settings(
+            pg_url, ("autovacuum", "shared_buffers", "work_mem", "jit"))
+        machine["postgresql"] = f"{version} on loopback, " + ", ".join(
+            f"{k} {v}" for k, v in settings.items())
     return machine
 
 
@@ -745,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[db] = result
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    machine["load average after the run"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    machine["load average after the run"] = load_average()
     machine["benchmark wall time"] = f"{time.perf_counter() - started:.0f} s"
     table = markdown(machine, results)
     print(table)

@@ -54,7 +54,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import signal
 import sqlite3
@@ -68,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from databases import empty_database
-from machine import cpu_model, machine_busy_s
+from machine import cpu_model, load_average, machine_basics, machine_busy_s
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -400,15 +399,8 @@ def run_tune_cell(variant: str, args: argparse.Namespace, dbs: Databases) -> dic
 def describe_machine(args: argparse.Namespace) -> dict[str, str]:
     from importlib.metadata import version
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
     machine = {
-        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
-        "cpu": f"{cpu_model()}, {os.cpu_count()} cores (usable: {len(os.sched_getaffinity(0))})",
-        "load average before the run": " ".join(f"{v:.2f}" for v in os.getloadavg()),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        **machine_basics(),
         "ray / keras / tensorflow": " / ".join(
             _version(version, *p) for p in (("ray",), ("keras",),
                                              ("tensorflow", "tensorflow-cpu"))),
@@ -524,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_num(cell.get('overhead_ms'))} ms/trial", file=sys.stderr, flush=True)
     finally:
         dbs.close()
-    machine["load average after the run"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    machine["load average after the run"] = load_average()
     machine["benchmark wall time"] = f"{time.perf_counter() - started:.0f} s"
     waited = sum(c["waited_for_other_benchmarks_s"] for c in cells)
     machine["waited for other benchmarks"] = f"{waited:.0f} s"

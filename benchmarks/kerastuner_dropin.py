@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import cpu_model
+from machine import cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     args = parser.parse_args()
-    print(f"{cpu_model()}, {os.cpu_count()} cores; {args.trials} trials of {args.epochs} "
+    print(f"{cpu()}; {args.trials} trials of {args.epochs} "
           f"epochs, seeds {args.seeds}", flush=True)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     for seed in args.seeds:

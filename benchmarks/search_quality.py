@@ -59,7 +59,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything can import
 import argparse
 import json
 import math
-import platform
 import shutil
 import statistics
 import subprocess
@@ -69,6 +68,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from machine import machine_basics
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -550,9 +551,7 @@ def describe_machine() -> dict[str, Any]:
         except PackageNotFoundError:
             pass
     return {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
-                   f"{platform.python_version()}, load average at start "
-                   f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}",
+        **machine_basics(),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
     }
 

@@ -56,7 +56,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import platform
 import queue
 import resource
 import shutil
@@ -71,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from databases import empty_database
-from machine import cpu_model, machine_busy_s
+from machine import load_average, machine_basics, machine_busy_s, postgres_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -290,11 +289,11 @@ class Databases:
 def run_tuner(url: str, db: str, trials: int, workers: int,
               sampler: PgSampler | None) -> tuple[dict[str, Any], list, Meter]:
     from tuner import Study, TrialState
-    from tuner.executors import local_pool
+    from tuner.executors import make_executor
     from tuner.storage import Storage
 
     storage = Storage(url)  # creates the schema: outside the clock, as for Optuna below
-    executor = local_pool(workers)  # what `study.optimize(workers=W)` starts
+    executor = make_executor(workers)  # what `study.optimize(workers=W)` starts
     try:
         with Meter(sampler) as meter:
             study = Study.create(f"throughput-{uuid.uuid4().hex[:8]}", definition=STUDY_FILE,
@@ -397,23 +396,14 @@ def describe_machine(pg_url: str | None) -> dict[str, str]:
     import optuna
     import sqlalchemy as sa
 
-    cpu = cpu_model()
     machine = {
-        "cpu": f"{cpu}, {os.cpu_count()} cores (usable: {len(os.sched_getaffinity(0))})",
-        "load average before the run": " ".join(f"{v:.2f}" for v in os.getloadavg()),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        **machine_basics(),
         "optuna / sqlalchemy": f"{optuna.__version__} / {sa.__version__}",
         "sqlite": sqlite3.sqlite_version,
     }
     if pg_url:
-        engine = sa.create_engine(pg_url)
-        try:
-            with engine.connect() as conn:
-                version = conn.exec_driver_sql("SHOW server_version").scalar()
-                autovacuum = conn.exec_driver_sql("SHOW autovacuum").scalar()
-            machine["postgresql"] = f"{version}, autovacuum {autovacuum}"
-        finally:
-            engine.dispose()
+        version, settings = postgres_settings(pg_url, ("autovacuum",))
+        machine["postgresql"] = f"{version}, autovacuum {settings['autovacuum']}"
     return machine
 
 
@@ -582,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
     finally:
         dbs.close()
-    machine["load average after the run"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    machine["load average after the run"] = load_average()
     machine["benchmark wall time"] = f"{time.perf_counter() - started:.0f} s"
     table = markdown(machine, cells, long_runs)
     print(table)

@@ -51,7 +51,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model
+from machine import machine_basics
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -151,11 +151,6 @@ def describe_machine(storage: Any) -> dict[str, Any]:
         backend_version = __import__(backend).__version__
     except Exception:
         backend_version = "?"
-    cpu = cpu_model()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
     dialect = storage.engine.dialect
     if dialect.name == "sqlite":
         import sqlite3
@@ -167,9 +162,8 @@ def describe_machine(storage: Any) -> dict[str, Any]:
         version = ".".join(str(v) for v in (dialect.server_version_info or ()))
         server = f"{dialect.name} {version} ({dialect.driver})"
     return {
-        "cpu": f"{cpu}, os.cpu_count()={os.cpu_count()}, usable={usable}",
+        **machine_basics(),
         "os": platform.platform(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
         "keras": f"{keras.__version__}, backend {backend} {backend_version}",
         "storage": f"{safe_url(storage.url)} ({server})",
     }

@@ -12,6 +12,7 @@ from typing import Any
 from tuner.space import Space
 from tuner.states import TrialState
 from tuner.storage.records import StudyRecord, Trial
+from tuner.strategies import PBTSegment
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def importance(study: StudyRecord, trials: Sequence[Trial],
 
 
 @dataclass(frozen=True)
-class Segment:
+class LineageRow:
     """One PBT trial: a member's stretch of epochs, and where its weights came from."""
     number: int
     member: int
@@ -98,21 +99,20 @@ class Segment:
     params: Mapping[str, Any]
 
 
-def lineage(trials: Sequence[Trial]) -> list[Segment]:
+def lineage(trials: Sequence[Trial]) -> list[LineageRow]:
     """Every PBT segment, in trial order; empty for other strategies."""
-    segments = []
+    rows = []
     for t in sorted(trials, key=lambda t: t.number):
-        attrs = t.attrs or {}
-        if "member" not in attrs:
+        segment = PBTSegment.of(t)
+        if segment is None:
             continue
-        segment = attrs.get("segment", {})
-        segments.append(Segment(
-            number=t.number, member=attrs["member"], generation=attrs.get("generation", 0),
-            start=segment.get("start", 0), epochs=segment.get("epochs", t.epochs),
-            restored_from=segment.get("restore"), copied_from=attrs.get("copied_from"),
+        rows.append(LineageRow(
+            number=t.number, member=segment.member, generation=segment.generation,
+            start=segment.start, epochs=segment.epochs,
+            restored_from=segment.restore, copied_from=segment.copied_from,
             value=t.value, params=t.params,
         ))
-    return segments
+    return rows
 
 
 def schedule(trials: Sequence[Trial], trial: Trial) -> list[Trial]:
@@ -120,10 +120,10 @@ def schedule(trials: Sequence[Trial], trial: Trial) -> list[Trial]:
     hyperparameter schedule that produced its model; just `trial` otherwise."""
     by_number = {t.number: t for t in trials}
     chain = [trial]
-    while (restore := ((chain[-1].attrs or {}).get("segment") or {}).get("restore")) is not None:
-        if restore not in by_number or len(chain) > len(by_number):
+    while (segment := PBTSegment.of(chain[-1])) is not None and segment.restore is not None:
+        if segment.restore not in by_number or len(chain) > len(by_number):
             break
-        chain.append(by_number[restore])
+        chain.append(by_number[segment.restore])
     return chain[::-1]
 
 
@@ -142,10 +142,9 @@ def schedule_rows(study: StudyRecord, chain: Sequence[Trial]) -> list[list[Any]]
     names = explored(study)
     rows = []
     for trial in chain:
-        attrs = trial.attrs or {}
-        segment = attrs.get("segment") or {"start": 0, "epochs": trial.epochs}
-        start = segment["start"]
-        rows.append([f"{start + 1}–{start + segment['epochs']}", trial.number,
-                     attrs.get("member"), attrs.get("copied_from"),
+        segment = PBTSegment.of(trial)
+        start, epochs = (segment.start, segment.epochs) if segment else (0, trial.epochs)
+        rows.append([f"{start + 1}–{start + epochs}", trial.number,
+                     segment and segment.member, segment and segment.copied_from,
                      *(trial.params.get(n) for n in names), trial.value])
     return rows

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
-import io
-import json
 import logging
 import shlex
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import replace
 from enum import StrEnum
@@ -19,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.text import Text
 
-from tuner.coordinator import CoordinatorOptions, Interrupted
+from tuner.coordinator import CoordinatorOptions, Interrupted, lease_graces
 from tuner.display import (
     ProgressDisplay,
     fmt,
@@ -30,12 +28,14 @@ from tuner.display import (
     trials_table,
     workers_table,
 )
+from tuner.early_stop import RULES
 from tuner.errors import NoTunerDatabase, TunerError
+from tuner.executors import make_executor
 from tuner.states import TrialState
 from tuner.stdio import captured_stderr
 from tuner.storage import DEFAULT_URL, Storage, safe_url, shown_epoch
-from tuner.strategies import PBT
-from tuner.study import Study, rank, trial_row
+from tuner.strategies import PBT, STRATEGIES
+from tuner.study import Study, rebuild_code
 
 # Plain help (no markup in help texts, flags shown without a value type).
 app = typer.Typer(
@@ -70,18 +70,9 @@ def friendly(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class Strategy(StrEnum):
-    grid = "grid"
-    random = "random"
-    bayes = "bayes"
-    bayes_gp = "bayes-gp"
-    pbt = "pbt"
-
-
-class EarlyStopRule(StrEnum):
-    median = "median"
-    asha = "asha"
-    hyperband = "hyperband"
+# The choices of --strategy and --early-stop: the names the library knows.
+Strategy = StrEnum("Strategy", {name.replace("-", "_"): name for name in STRATEGIES})  # type: ignore[misc]
+EarlyStopRule = StrEnum("EarlyStopRule", {name: name for name in RULES})  # type: ignore[misc]
 
 
 @app.command()
@@ -140,12 +131,7 @@ def run(
         if strategy != Strategy.pbt:
             raise typer.BadParameter("--mutable goes with --strategy pbt")
         chosen = PBT(mutable=[n.strip() for n in mutable.split(",") if n.strip()])
-    executor = None
-    if ray is not None:
-        from workers.ray_cluster import RayExecutor
-
-        executor = RayExecutor(ray, per_gpu=per_gpu, gpus_per_trial=gpus_per_trial,
-                               workers=workers)
+    executor = make_executor(workers, ray=ray, per_gpu=per_gpu, gpus_per_trial=gpus_per_trial)
     with captured_stderr():  # TensorFlow's start-up chatter, unless the import fails
         study = Study.create(name, definition=study_file, storage=storage, strategy=chosen,
                              seed=seed, epochs=epochs,
@@ -201,22 +187,6 @@ def studies(storage: StorageOpt = DEFAULT_URL) -> None:
     out.print(studies_table(summaries))
 
 
-def _sort_key(column: str, sign: int) -> Callable[[Any], Any]:
-    def key(trial: Any) -> tuple[int, Any]:
-        if column in ("number", "epochs", "retries", "best_epoch"):
-            value = getattr(trial, column)
-        elif column == "value":
-            value = None if trial.value is None else -sign * trial.value
-        elif column in ("duration", "time"):
-            value = trial.duration
-        elif column == "state":
-            value = trial.state.value
-        else:
-            value = trial.params.get(column)
-        return (value is None, value if value is not None else 0)
-    return key
-
-
 @app.command()
 @friendly
 def trials(
@@ -231,16 +201,7 @@ def trials(
 ) -> None:
     """Show a study's trials, best first."""
     study = Study.load(name, storage=storage)
-    chosen = study.storage.trials(study.record.id, states=set(state) if state else None)
-    if sort == "rank":
-        chosen = rank(chosen, study.record.sign)
-    else:
-        known = {"number", "value", "duration", "time", "epochs", "retries", "best_epoch",
-                 "state"} | {p for t in chosen for p in t.params}
-        if sort not in known:
-            raise ValueError(f"--sort: unknown column {sort!r} (choose from rank, "
-                             f"{', '.join(sorted(known))})")
-        chosen = sorted(chosen, key=_sort_key(sort, study.record.sign))
+    chosen = study.ranked(states=set(state) if state else None, sort=sort)
     chosen = chosen[:top] if top else chosen
     if not chosen:
         out.print(f"Study {name!r} has no trials" + (" in that state." if state else " yet."))
@@ -275,14 +236,7 @@ def best(
     if len(schedule) > 1:
         out.print(schedule_table(record, schedule))
     out.print("Its model, trained (--export FILE saves it) or to train again:")
-    out.print(
-        f"  from tuner import Study\n"
-        f"  study = Study.load({name!r}, storage={safe_url(storage)!r})\n"
-        f"  model = study.load_model()        # trained, at its best epoch\n"
-        f"  model = study.build_best_model()  # untrained: fit it on your data\n"
-        f"or, in the study file's own terms:\n"
-        f"  model = build_model(HyperParameters.from_values({trial.params!r}))"
-    )
+    out.print(textwrap.indent(rebuild_code(name, storage, trial.params), "  "), end="")
 
 
 def write_out(text: str, output: Path | None, what: str) -> None:
@@ -323,25 +277,8 @@ def export(
         err.print(f"Wrote {runs} runs to {tensorboard}: tensorboard --logdir {tensorboard}")
         return
     study = Study.load(name, storage=storage)
-    rows = [trial_row(t) for t in study.trials]
-    if format == Format.json:
-        per_epoch = study.storage.epochs(t.id for t in study.trials)
-        for row, trial in zip(rows, study.trials, strict=True):
-            row["params"] = trial.params
-            row["epoch_metrics"] = [{**e, "epoch": shown_epoch(e["epoch"])}
-                                    for e in per_epoch[trial.id]]
-        text = json.dumps({"study": name, "metric": study.metric, "direction": study.direction,
-                           "trials": rows}, indent=2)
-    else:
-        columns: list[str] = []
-        for row in rows:
-            columns += [c for c in row if c not in columns]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        text = buffer.getvalue()
-    write_out(text, output, f"{len(rows)} trials")
+    trials = study.trials
+    write_out(study.export_trials(format.value, trials), output, f"{len(trials)} trials")
 
 
 class ReportFormat(StrEnum):
@@ -429,7 +366,7 @@ def list_workers(
     if not records:
         out.print(f"No {'' if all_ else 'live '}workers in {safe_url(storage)}.")
         return
-    out.print(workers_table(records, store.now(), CoordinatorOptions().lease_grace))
+    out.print(workers_table(records, store.now(), lease_graces(store, records)))
 
 
 @app.command()

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from tuner.artifacts import KeptModels, best_models
 from tuner.definition import StudyDefinition
-from tuner.errors import TunerError
+from tuner.errors import StudyNotFound, TunerError
 from tuner.executors import Executor
 from tuner.space import Space
 from tuner.states import FINISHED, UNFINISHED, TrialState
-from tuner.storage import Storage, StudyRecord, Trial, safe_url
+from tuner.storage import Storage, StudyRecord, Trial, WorkerRecord, safe_url
 from tuner.storage.storage import LEASE_GRACE, pid_alive
 from tuner.strategies import WAIT, Proposal, Strategy
 from tuner.strategies.base import lacking
@@ -119,6 +119,8 @@ class Coordinator:
     def _run(self, definition: StudyDefinition) -> Progress:
         storage, study, options = self.storage, self.study, self.options
         started = time.monotonic()
+        # What views judge the study's workers live or lost by (`lease_graces`).
+        storage.update_settings(study.id, {"lease_grace": options.lease_grace})
         if definition.path is not None:  # the copy every worker must match
             storage.update_definition(study.id, definition.path, definition.source_hash)
         storage.release_dead_local_workers(socket.gethostname(), max_retries=options.max_retries)
@@ -143,7 +145,11 @@ class Coordinator:
         housekeeping = 0.0
         pause = options.poll_interval
 
-        self.executor.start(storage, study, definition)
+        try:
+            self.executor.start(storage, study, definition)
+        except BaseException:
+            self._release_workers()  # any that a refused start registered (it stopped them)
+            raise
         try:
             while True:
                 # Finished trials count once told to the strategy, so the budget never ends
@@ -196,6 +202,13 @@ class Coordinator:
             ) from None
         finally:
             self.executor.stop()
+            self._release_workers()
+
+    def _release_workers(self) -> None:
+        """Release the workers the executor ran (now stopped): their RUNNING trials go back
+        to the queue. Those that died or were replaced were released as they went."""
+        for worker_id in self.executor.worker_ids():
+            self.storage.release_worker(worker_id, reason="stopped")
 
     def _report(self, unfinished: dict[TrialState, int], finished: Counter[TrialState],
                 best: Trial | None, started: float, trial: Trial | None) -> Progress:
@@ -277,6 +290,26 @@ class Coordinator:
         self._next_number += len(proposals)
         in_flight.update(zip((number for number, _ in proposals), ids, strict=True))
         return None if exhausted and not proposals else len(proposals)
+
+
+def lease_graces(storage: Storage, workers: Iterable[WorkerRecord]) -> dict[int, float]:
+    """The lease grace each worker (by id) is judged live or lost by: the one the
+    coordinator of its study (the one it serves, else that of the trial it runs) last ran
+    with, else the default."""
+    by_study: dict[int | str, float] = {}
+    graces = {}
+    for worker in workers:
+        study = worker.study_id if worker.study_id is not None else worker.study
+        if study is not None and study not in by_study:
+            try:
+                record = (storage.study_by_id(study) if isinstance(study, int)
+                          else storage.get_study(study))
+            except StudyNotFound:  # deleted meanwhile
+                by_study[study] = LEASE_GRACE
+            else:
+                by_study[study] = record.settings.get("lease_grace", LEASE_GRACE)
+        graces[worker.id] = LEASE_GRACE if study is None else by_study[study]
+    return graces
 
 
 def _best(best: Trial | None, trials: Iterable[Trial], sign: int) -> Trial | None:

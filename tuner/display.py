@@ -8,7 +8,7 @@ name) are shown escaped, so nothing a user typed can restyle or garble the termi
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console, Group
@@ -21,6 +21,7 @@ from tuner import analysis
 from tuner.coordinator import Progress
 from tuner.states import TrialState
 from tuner.storage import StudyRecord, StudySummary, Trial, WorkerRecord, shown_epoch
+from tuner.strategies import PBTSegment
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if chr(c) not in "\n\t"}
 
@@ -134,7 +135,7 @@ def trials_table(study: StudyRecord, trials: Sequence[Trial], *, title: str | No
     table.add_column("best epoch", justify="right")  # counted from 1, as Keras prints it
     table.add_column("epochs", justify="right")
     table.add_column("time", justify="right")
-    lineage = any(t.attrs and "member" in t.attrs for t in trials)
+    lineage = any(PBTSegment.of(t) is not None for t in trials)
     if lineage:
         for column in ("member", "gen", "copied"):
             table.add_column(column, justify="right")
@@ -151,9 +152,9 @@ def trials_table(study: StudyRecord, trials: Sequence[Trial], *, title: str | No
             fmt_seconds(trial.duration),
         ]
         if lineage:
-            attrs = trial.attrs or {}
-            cells += [fmt(attrs.get("member")), fmt(attrs.get("generation")),
-                      fmt(attrs.get("copied_from"))]
+            segment = PBTSegment.of(trial)
+            cells += [fmt(segment and segment.member), fmt(segment and segment.generation),
+                      fmt(segment and segment.copied_from)]
         cells += [fmt(trial.params.get(name)) for name in names]
         if failed:
             cells.append(trial.error_summary or "")
@@ -189,14 +190,16 @@ def studies_table(summaries: Iterable[StudySummary]) -> Table:
     return table
 
 
-def workers_table(records: Iterable[WorkerRecord], now: float, grace: float) -> Table:
+def workers_table(records: Iterable[WorkerRecord], now: float,
+                  graces: Mapping[int, float]) -> Table:
+    """`graces`: the lease grace each worker (by id) is judged live or lost by."""
     table = Table(title="Workers", title_justify="left")
     for column in ("id", "host", "pid", "device", "state", "running", "heartbeat", "done"):
         table.add_column(column, justify="right" if column in ("id", "pid", "done") else "left")
     for w in records:
         age = now - w.heartbeat_at
         table.add_row(
-            str(w.id), w.host, str(w.pid), w.device, w.status(now, grace),
+            str(w.id), w.host, str(w.pid), w.device, w.status(now, graces[w.id]),
             f"{w.study} #{w.trial}" if w.trial is not None else "-",
             f"{age:.1f} s ago" if age < 60 else f"{fmt_seconds(age)} ago", str(w.trials_done),
         )

@@ -24,7 +24,7 @@ from tuner.display import arrow, fmt, fmt_seconds
 from tuner.space import Space, describe
 from tuner.states import TrialState
 from tuner.storage import Storage, StudyRecord, Trial, safe_url, shown_epoch
-from tuner.study import rank
+from tuner.study import rank, rebuild_code
 
 TOP = 10
 FAILURES_SHOWN = 10
@@ -142,15 +142,7 @@ def _best(storage: Storage, study: StudyRecord, trials: Sequence[Trial],
                    Para("Under PBT the best model was trained in stretches, each continuing "
                         "an earlier trial's checkpoint; these are the values it trained with."),
                    _schedule(study, chain)]
-    rebuild = (
-        "from tuner import HyperParameters, Study\n\n"
-        f"study = Study.load({study.name!r}, storage={safe_url(storage.url)!r})\n"
-        "model = study.load_model()        # trained, at its best epoch\n"
-        "model = study.build_best_model()  # untrained: fit it on your data\n\n"
-        "# or, in the study file's own terms:\n"
-        f"model = build_model(HyperParameters.from_values({best.params!r}))\n"
-    )
-    blocks += [Heading("Rebuild it", 3), Code(rebuild),
+    blocks += [Heading("Rebuild it", 3), Code(rebuild_code(study.name, storage.url, best.params)),
                Para("Its trained weights are kept with the study: tuner best "
                     f"{shlex.quote(study.name)} --export best.keras")]
     return blocks

@@ -10,12 +10,15 @@ Every number comes from the database, so the CLI, reports and this API always ag
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
+import json
 import logging
 import random
 import sys
 import tempfile
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,13 +37,21 @@ from tuner.errors import (
     StudyNotFound,
     TunerError,
 )
-from tuner.executors import Executor, InProcess, NoWorkers, local_pool
+from tuner.executors import Executor, InProcess, make_executor
 from tuner.hyperparameters import HyperParameters
 from tuner.space import Space, describe
 from tuner.states import TrialState
-from tuner.storage import DEFAULT_URL, Storage, StudyRecord, Trial, WorkerRecord, shown_epoch
+from tuner.storage import (
+    DEFAULT_URL,
+    Storage,
+    StudyRecord,
+    Trial,
+    WorkerRecord,
+    safe_url,
+    shown_epoch,
+)
 from tuner.storage.storage import LEASE_GRACE
-from tuner.strategies import Strategy, make_strategy, strategy_name
+from tuner.strategies import PBTSegment, Strategy, make_strategy, strategy_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -186,13 +197,11 @@ class Study:
         if trials < 1:
             raise ValueError(f"trials: {trials} must be at least 1")
         definition = self.definition
-        if executor is None and workers == 0:
-            executor = NoWorkers()  # `tuner worker` agents run the trials
-        in_process = isinstance(executor, InProcess)
-        if definition.path is None and not in_process and (executor or (workers or 1) > 1):
+        if definition.path is None and not isinstance(executor, InProcess) and (
+                executor is not None or workers == 0 or (workers or 1) > 1):
             definition, executor = self._shipped(definition, workers, executor)
-        elif executor is None:
-            executor = local_pool(workers) if definition.path else InProcess()
+        if executor is None:  # a definition still made in Python runs in this process
+            executor = make_executor(workers, in_process=definition.path is None)
         with contextlib.ExitStack() as stack:
             if on_progress is None and show_progress:
                 from tuner.display import ProgressDisplay, make_console
@@ -203,24 +212,25 @@ class Study:
                                on_progress=on_progress).run(definition)
 
     def _shipped(self, definition: StudyDefinition, workers: int | None,
-                 executor: Executor | None) -> tuple[StudyDefinition, Executor]:
+                 executor: Executor | None) -> tuple[StudyDefinition, Executor | None]:
         """A definition made in Python goes to worker processes packed into the study's
         folder (code by value, arrays memory-mapped); one that cannot leave this process
-        (a generator, a tf.data pipeline) keeps its trials here, said in one line."""
+        (a generator, a tf.data pipeline) keeps its trials here, said in one line, unless
+        `executor` (or workers=0, `tuner worker` agents) is what must run them."""
         artifacts = self._record.settings.get("artifacts") or ""
         folder = (Path(artifacts) / "definition" if "://" not in artifacts
                   else Path(tempfile.mkdtemp(prefix="tuner-definition-")))
         try:
             packed = shipping.pack(definition, folder)
         except shipping.CannotShip as exc:
-            if executor is not None:
+            if executor is not None or workers == 0:
                 raise TunerError(f"study {self.name!r} cannot go to the executor's workers: "
                                  f"{exc}") from None
             log.warning("workers=%s: study %r has code or data that cannot go to other "
                         "processes (%s); its trials run in this process", workers, self.name,
                         exc)
-            return definition, InProcess()
-        return packed, executor or local_pool(workers)
+            return definition, None
+        return packed, executor
 
     # -- reading --------------------------------------------------------------------
     @property
@@ -290,9 +300,11 @@ class Study:
     def counts(self) -> dict[TrialState, int]:
         return self.storage.counts(self._record.id)
 
-    def ranked(self, *, states: set[TrialState] | None = None) -> list[Trial]:
-        """Trials best first: COMPLETE by value, then PRUNED by value, then the rest."""
-        return rank(self.storage.trials(self._record.id, states=states), self._record.sign)
+    def ranked(self, *, states: set[TrialState] | None = None, sort: str = "rank") -> list[Trial]:
+        """Trials best first: COMPLETE by value, then PRUNED by value, then the rest (or in
+        the order of another column or a parameter: see `sort_trials`)."""
+        return sort_trials(self.storage.trials(self._record.id, states=states),
+                           self._record.sign, sort)
 
     def build_best_model(self) -> Any:
         """The best configuration's (untrained) Keras model, built by the study's definition."""
@@ -338,6 +350,31 @@ class Study:
         self.load_model(best).save(str(path))
         return best
 
+    def export_trials(self, format: str = "csv", trials: Sequence[Trial] | None = None) -> str:
+        """The trials (every one by default) as `tuner export` writes them: CSV, a row each
+        as in `trials_dataframe`, or JSON, with each trial's parameters and per-epoch
+        metrics."""
+        trials = self.trials if trials is None else trials
+        rows = [trial_row(t) for t in trials]
+        if format == "json":
+            per_epoch = self.storage.epochs(t.id for t in trials)
+            for row, trial in zip(rows, trials, strict=True):
+                row["params"] = trial.params
+                row["epoch_metrics"] = [{**e, "epoch": shown_epoch(e["epoch"])}
+                                        for e in per_epoch[trial.id]]
+            return json.dumps({"study": self.name, "metric": self.metric,
+                               "direction": self.direction, "trials": rows}, indent=2)
+        if format != "csv":
+            raise ValueError(f"format: {format!r} is neither csv nor json")
+        columns: list[str] = []
+        for row in rows:
+            columns += [c for c in row if c not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+
     def trials_dataframe(self) -> pd.DataFrame:
         """One row per trial; parameters as `params_<name>` columns, like Optuna's."""
         import pandas as pd
@@ -359,6 +396,8 @@ def list_workers(storage: str | Storage = DEFAULT_URL, *,
 
 
 def rank(trials: list[Trial], sign: int) -> list[Trial]:
+    """Best first: COMPLETE by value, then PRUNED by value, then the rest; ties by number.
+    `sign`: the study's (+1 when maximizing)."""
     order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}
 
     def key(t: Trial) -> tuple[int, int, float, int]:
@@ -369,6 +408,52 @@ def rank(trials: list[Trial], sign: int) -> list[Trial]:
     return sorted(trials, key=key)
 
 
+#: what trials sort by besides "rank" and their parameters ("time" is the duration)
+SORT_COLUMNS = ("number", "value", "duration", "time", "epochs", "retries", "best_epoch",
+                "state")
+
+
+def sort_trials(trials: list[Trial], sign: int, sort: str = "rank") -> list[Trial]:
+    """Trials by `sort`: "rank" (best first, as `rank`), a column of `SORT_COLUMNS` (value:
+    best first) or a parameter's name; trials without a value for it come last."""
+    if sort == "rank":
+        return rank(trials, sign)
+    known = set(SORT_COLUMNS) | {p for t in trials for p in t.params}
+    if sort not in known:
+        raise ValueError(f"--sort: unknown column {sort!r} (choose from rank, "
+                         f"{', '.join(sorted(known))})")
+    return sorted(trials, key=_sort_key(sort, sign))
+
+
+def _sort_key(column: str, sign: int) -> Callable[[Trial], Any]:
+    def key(trial: Trial) -> tuple[int, Any]:
+        if column in ("number", "epochs", "retries", "best_epoch"):
+            value = getattr(trial, column)
+        elif column == "value":
+            value = None if trial.value is None else -sign * trial.value
+        elif column in ("duration", "time"):
+            value = trial.duration
+        elif column == "state":
+            value = trial.state.value
+        else:
+            value = trial.params.get(column)
+        return (value is None, value if value is not None else 0)
+    return key
+
+
+def rebuild_code(name: str, storage: str, params: dict[str, Any]) -> str:
+    """Python that loads the study's best model, or rebuilds one with `params` (`tuner
+    best`, reports)."""
+    return (
+        "from tuner import HyperParameters, Study\n\n"
+        f"study = Study.load({name!r}, storage={safe_url(storage)!r})\n"
+        "model = study.load_model()        # trained, at its best epoch\n"
+        "model = study.build_best_model()  # untrained: fit it on your data\n\n"
+        "# or, in the study file's own terms:\n"
+        f"model = build_model(HyperParameters.from_values({params!r}))\n"
+    )
+
+
 def trial_row(trial: Trial) -> dict[str, Any]:
     row: dict[str, Any] = {
         "number": trial.number, "state": trial.state.value, "value": trial.value,
@@ -376,11 +461,10 @@ def trial_row(trial: Trial) -> dict[str, Any]:
         "duration_s": trial.duration,
         "retries": trial.retries, "worker_id": trial.worker_id,
     }
-    if trial.attrs and "member" in trial.attrs:  # PBT lineage
-        segment = trial.attrs["segment"]
-        row.update(member=trial.attrs["member"], generation=trial.attrs["generation"],
-                   first_epoch=segment["start"] + 1, restored_from=segment["restore"],
-                   copied_from=trial.attrs["copied_from"])
+    if (segment := PBTSegment.of(trial)) is not None:  # PBT lineage
+        row.update(member=segment.member, generation=segment.generation,
+                   first_epoch=segment.start + 1, restored_from=segment.restore,
+                   copied_from=segment.copied_from)
     row.update({f"params_{k}": v for k, v in trial.params.items()})
     row["error"] = trial.error
     return row

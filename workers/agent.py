@@ -58,5 +58,7 @@ def run_agent(
             processes.check(max_retries=max_retries)
     finally:
         processes.stop()
+        for worker_id in processes.worker_ids():  # their trials go back to the queue
+            storage.release_worker(worker_id, reason="stopped")
         for sig, handler in previous.items():
             signal.signal(sig, handler)

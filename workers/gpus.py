@@ -58,3 +58,23 @@ def slot_devices(workers: int, gpus: list[str]) -> list[str | None]:
     if not gpus:
         return [None] * workers
     return [gpus[i % len(gpus)] for i in range(workers)]
+
+
+def pin_device(gpu: str | None, *, sharing: int, threads: int) -> None:
+    """Set, before any framework is imported, what this process may use: its GPU, or
+    its share of the cores."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""
+    share_device(gpu is not None, sharing=sharing, threads=threads)
+
+
+def share_device(on_gpu: bool, *, sharing: int, threads: int) -> None:
+    """How a process uses the device it was given (by us or by Ray): GPU memory grown on
+    demand, so `sharing` processes fit on one GPU; on the CPU, `threads` cores."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # TensorFlow
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX
+    if on_gpu and sharing > 1:
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / sharing:.2f}")
+    if not on_gpu:  # share the cores instead of every process using all of them
+        for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+            os.environ.setdefault(var, str(threads))

@@ -27,7 +27,7 @@ from tuner.keras_tuner.errors import FailedTrialError, FatalError
 from tuner.space import Space
 from tuner.states import TrialState
 from tuner.storage import Storage, StudyRecord, Trial
-from tuner.strategies import trial_seed
+from tuner.strategies import PBTSegment, trial_seed
 from workers.outcome import Outcome, TrialLost, run_objective
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ class Worker:
         if definition.objective is not None:
             return run_objective(definition.objective, space, trial.params,
                                  metric=study.metric, seed=seed)
-        from workers.runner import Segment, run_trial, run_tuner_trial
+        from workers.runner import SegmentRun, run_trial, run_tuner_trial
 
         def report(epoch: int, value: float | None, metrics: Any) -> bool:
             return self.storage.report_epoch(trial.id, worker_id, epoch, value, metrics)
@@ -286,18 +286,16 @@ class Worker:
         folder = study.settings.get("artifacts")
         best = (best_models(folder), trial.number) if folder else None
         should_stop = self._early_stop(study, trial.number)
-        segment = None
-        if trial.attrs and "segment" in trial.attrs:  # a stretch of a PBT member
-            part = trial.attrs["segment"]
-            segment = Segment(trial.number, part["start"], part["epochs"], part["restore"],
-                              Artifacts(study.settings["artifacts"]))
+        pbt = None
+        if (segment := PBTSegment.of(trial)) is not None:  # a stretch of a PBT member
+            pbt = SegmentRun(trial.number, segment, Artifacts(study.settings["artifacts"]))
         if definition.run_trial is not None:  # a KerasTuner Tuner's trial
             return run_tuner_trial(
                 definition, space, trial.params, number=trial.number, metric=study.metric,
                 direction=study.direction, seed=seed, report=report, should_stop=should_stop,
-                best=best, grew=grew, segment=segment)
+                best=best, grew=grew, pbt=pbt)
         return run_trial(
             definition, context.data, space, trial.params, metric=study.metric,
             direction=study.direction, settings=study.settings, seed=seed, report=report,
-            should_stop=should_stop, segment=segment, best=best, grew=grew,
+            should_stop=should_stop, pbt=pbt, best=best, grew=grew,
         )

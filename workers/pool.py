@@ -29,32 +29,12 @@ from tuner.errors import DefinitionError, TunerError
 from tuner.executors import Executor
 from tuner.stdio import redirect_output, tail
 from tuner.storage import Storage, StudyRecord
-from workers.gpus import slot_devices, visible_gpus
+from workers.gpus import pin_device, slot_devices, visible_gpus
 from workers.loop import WorkerOptions
 
 log = logging.getLogger(__name__)
 
 REPLACE_AFTER = WorkerOptions(max_trials=200, max_memory_growth_mb=2048)
-
-
-def pin_device(gpu: str | None, *, sharing: int, threads: int) -> None:
-    """Set, before any framework is imported, what this process may use: its GPU, or
-    its share of the cores."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""
-    share_device(gpu is not None, sharing=sharing, threads=threads)
-
-
-def share_device(on_gpu: bool, *, sharing: int, threads: int) -> None:
-    """How a process uses the device it was given (by us or by Ray): GPU memory grown on
-    demand, so `sharing` processes fit on one GPU; on the CPU, `threads` cores."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # TensorFlow
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX
-    if on_gpu and sharing > 1:
-        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / sharing:.2f}")
-    if not on_gpu:  # share the cores instead of every process using all of them
-        for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
-            os.environ.setdefault(var, str(threads))
 
 
 def _worker_main(url: str, study: str | None, gpu: str | None, sharing: int, threads: int,
@@ -188,14 +168,19 @@ class WorkerProcesses:
             self._spawn(slot)
 
     def stop(self) -> None:
-        """Stop every process at once; a trial in progress is requeued, not awaited."""
+        """Stop every process at once; a trial in progress is not awaited (releasing
+        `worker_ids` then requeues it)."""
         self._stop.set()
         for slot in self._slots:
             slot.process.terminate()
         for slot in self._slots:
             slot.process.join(timeout=30)
-            if slot.worker_id.value:
-                self._storage.release_worker(slot.worker_id.value, reason="stopped")
+
+    def worker_ids(self) -> list[int]:
+        """The workers the processes registered (each slot's latest), to release once
+        stopped: a trial in progress goes back to the queue."""
+        return [slot.worker_id.value for slot in self._slots
+                if slot.worker_id is not None and slot.worker_id.value]
 
 
 class LocalPool(Executor):
@@ -230,3 +215,7 @@ class LocalPool(Executor):
 
     def stop(self) -> None:
         self.processes.stop()
+
+    def worker_ids(self) -> list[int]:
+        processes = getattr(self, "processes", None)  # None: it never started
+        return processes.worker_ids() if processes is not None else []

@@ -20,8 +20,9 @@ from tuner.definition import StudyDefinition, load_study_file
 from tuner.errors import DefinitionError, TunerError
 from tuner.executors import Executor
 from tuner.storage import Storage, StudyRecord, safe_url
+from workers.gpus import share_device
 from workers.loop import WorkerOptions
-from workers.pool import REPLACE_AFTER, share_device
+from workers.pool import REPLACE_AFTER
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class RayExecutor(Executor):
         self.address, self.per_gpu, self.gpus_per_trial = address, per_gpu, gpus_per_trial
         self.workers, self.options = workers, options
         self.actors: list[Any] = []
+        self._worker_ids: list[int] = []  # those the actors ran when stopped
         self.slots = 0
         self._ray = import_ray()
         self._started_ray = False
@@ -151,7 +153,7 @@ class RayExecutor(Executor):
 
     def start(self, storage: Storage, study: StudyRecord, definition: StudyDefinition) -> None:
         ray = self._ray
-        self._storage = storage
+        self._worker_ids = []
         if definition.path is None:
             raise DefinitionError("Ray actors import the study from its file; pass a file path")
         url = make_url(storage.url)
@@ -198,25 +200,25 @@ class RayExecutor(Executor):
         queue through their leases."""
 
     def stop(self) -> None:
-        """Stop every actor; their RUNNING trials go back to the queue at once."""
+        """Stop every actor (releasing `worker_ids` then requeues their RUNNING trials)."""
         ray = self._ray
-        ids = []
         if self.actors:
             ready, _ = ray.wait([a.stop.remote() for a in self.actors],
                                 num_returns=len(self.actors), timeout=5)
             for ref in ready:
                 try:
-                    ids.append(ray.get(ref))
+                    self._worker_ids.append(ray.get(ref))
                 except ray.exceptions.RayError:
                     pass
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)
-        for worker_id in ids:
-            self._storage.release_worker(worker_id, reason="stopped")
         self.actors = []
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+
+    def worker_ids(self) -> list[int]:
+        return list(self._worker_ids)
 
 
 def _cause(exc: BaseException) -> str:

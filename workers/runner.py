@@ -18,6 +18,7 @@ from tuner.artifacts import Artifacts
 from tuner.definition import StudyDefinition
 from tuner.hyperparameters import HyperParameters
 from tuner.space import Space
+from tuner.strategies import PBTSegment, sign_of
 from workers.checkpoints import load_checkpoint, save_best, save_checkpoint
 from workers.outcome import Outcome, TrialLost
 
@@ -97,14 +98,13 @@ class BestWeights(keras.callbacks.Callback):
 
 
 @dataclass(frozen=True)
-class Segment:
-    """A stretch of a PBT member's training: epochs [start, start + epochs), starting
-    from trial `restore`'s checkpoint (None: from scratch), checkpointed as trial `number`."""
+class SegmentRun:
+    """A PBT segment as a worker runs it: trial `number` trains `segment`'s epochs, starting
+    from trial `segment.restore`'s checkpoint in `artifacts` (None: from scratch), and is
+    checkpointed there as trial `number`."""
 
     number: int
-    start: int
-    epochs: int
-    restore: int | None
+    segment: PBTSegment
     artifacts: Artifacts
 
 
@@ -119,12 +119,12 @@ def _best(values: list[float | None], sign: int) -> tuple[float | None, int | No
 def run_trial(
     definition: StudyDefinition, data: Any, space: Space, params: Mapping[str, Any], *,
     metric: str, direction: str, settings: Mapping[str, Any], seed: int, report: Report,
-    should_stop: Callable[[int], bool] | None = None, segment: Segment | None = None,
+    should_stop: Callable[[int], bool] | None = None, pbt: SegmentRun | None = None,
     best: tuple[Artifacts, int] | None = None, grew: Callable[[Space], None] | None = None,
 ) -> Outcome:
     """Train one configuration; exceptions propagate and the caller marks the trial FAILED.
 
-    With a `segment` (population-based training) the model starts from a checkpoint,
+    With a `pbt` segment (population-based training) the model starts from a checkpoint,
     trains a few epochs on from there, is judged on its last epoch, and is checkpointed.
     Otherwise its best epoch's weights go to `best` (a store and the trial's number).
     `grew` hears of parameters the trial met that the space did not have, once fit starts.
@@ -137,22 +137,22 @@ def run_trial(
         (x, y), validation = data
     except (TypeError, ValueError):
         raise ValueError("load_data() must return (x_train, y_train), (x_val, y_val)") from None
-    sign = 1 if direction == "maximize" else -1
+    sign = sign_of(direction)
     reporter = EpochReporter(report, metric, should_stop, started=_told(grew, hp, space))
     keeper = BestWeights(metric, sign)
     callbacks: list[keras.callbacks.Callback] = [reporter]
     first_epoch, last_epoch = 0, settings["epochs"]
-    if segment is not None:
-        first_epoch, last_epoch = segment.start, segment.start + segment.epochs
-        if segment.restore is not None:
+    if pbt is not None:
+        first_epoch, last_epoch = pbt.segment.start, pbt.segment.end
+        if pbt.segment.restore is not None:
             with tempfile.TemporaryDirectory() as folder:
-                segment.artifacts.get(segment.restore, Path(folder))
+                pbt.artifacts.get(pbt.segment.restore, Path(folder))
                 load_checkpoint(model, Path(folder))
     else:
         callbacks.append(keeper)
         if settings.get("patience"):
             callbacks.append(keras.callbacks.EarlyStopping(
-                monitor=metric, mode="max" if direction == "maximize" else "min",
+                monitor=metric, mode="max" if sign > 0 else "min",
                 patience=settings["patience"], restore_best_weights=True,
             ))
     fit_args = dict(validation_data=validation, initial_epoch=first_epoch, epochs=last_epoch,
@@ -164,12 +164,12 @@ def run_trial(
         batch_size = hp.values.get("batch_size", settings["batch_size"])  # tunable by name
         returned = model.fit(x, y, batch_size=batch_size, **fit_args)
     value, best_epoch = _best(reporter.values, sign)
-    if segment is not None:  # a member is as good as it is now, not as it once was
+    if pbt is not None:  # a member is as good as it is now, not as it once was
         value = next((v for v in reversed(reporter.values) if v is not None), None)
         best_epoch = len(reporter.values) - 1 if reporter.values else None
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(model, Path(folder))
-            segment.artifacts.put(segment.number, Path(folder))
+            pbt.artifacts.put(pbt.number, Path(folder))
     elif best is not None:
         keeper.save(*best)
     if isinstance(returned, (int, float)):  # KerasTuner lets fit return the objective
@@ -186,27 +186,27 @@ class SegmentCheckpoint(keras.callbacks.Callback):
     """A PBT segment inside a KerasTuner trial's fit: the model starts from the checkpoint
     it continues, and ends in its own."""
 
-    def __init__(self, segment: Segment) -> None:
+    def __init__(self, pbt: SegmentRun) -> None:
         super().__init__()
-        self.segment = segment
+        self.pbt = pbt
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        if self.segment.restore is not None:
+        if self.pbt.segment.restore is not None:
             with tempfile.TemporaryDirectory() as folder:
-                self.segment.artifacts.get(self.segment.restore, Path(folder))
+                self.pbt.artifacts.get(self.pbt.segment.restore, Path(folder))
                 load_checkpoint(self.model, Path(folder))
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(self.model, Path(folder))
-            self.segment.artifacts.put(self.segment.number, Path(folder))
+            self.pbt.artifacts.put(self.pbt.number, Path(folder))
 
 
 def run_tuner_trial(
     definition: StudyDefinition, space: Space, params: Mapping[str, Any], *, number: int,
     metric: str, direction: str, seed: int, report: Report,
     should_stop: Callable[[int], bool] | None = None, best: tuple[Artifacts, int] | None = None,
-    grew: Callable[[Space], None] | None = None, segment: Segment | None = None,
+    grew: Callable[[Space], None] | None = None, pbt: SegmentRun | None = None,
 ) -> Outcome:
     """One trial of a KerasTuner `Tuner`: its `run_trial(trial, *search args)`, with the
     callbacks every execution's fit gets (epochs reported from the first execution, the
@@ -218,13 +218,13 @@ def run_tuner_trial(
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    sign = 1 if direction == "maximize" else -1
+    sign = sign_of(direction)
     hp = HyperParameters(space, params, **definition.hp_options)
     keeper = BestWeights(metric, sign)
     reporters: list[EpochReporter] = []
     fit_kwargs = dict(definition.fit_kwargs)
-    if segment is not None:
-        fit_kwargs.update(initial_epoch=segment.start, epochs=segment.start + segment.epochs)
+    if pbt is not None:
+        fit_kwargs.update(initial_epoch=pbt.segment.start, epochs=pbt.segment.end)
 
     def callbacks(execution: int) -> list[keras.callbacks.Callback]:
         first = execution == 0  # later executions of the same values only keep their curve
@@ -232,20 +232,20 @@ def run_tuner_trial(
                                  should_stop if first else None, require_metric=False,
                                  started=_told(grew, hp, space) if first else None)
         reporters.append(reporter)
-        return [reporter, SegmentCheckpoint(segment) if segment is not None else keeper]
+        return [reporter, SegmentCheckpoint(pbt) if pbt is not None else keeper]
 
     trial = Trial(str(number), hp, callbacks=callbacks)
     returned = definition.run_trial(trial, *definition.fit_args, **fit_kwargs)
     value, best_epoch = result_value(returned, metric, sign)
     curve = reporters[0].values if reporters else []
-    if segment is not None:  # a member is as good as it is now, not as it once was
+    if pbt is not None:  # a member is as good as it is now, not as it once was
         value = next((v for v in reversed(curve) if v is not None), None)
-        best_epoch = segment.start + len(curve) - 1 if curve else None
+        best_epoch = pbt.segment.start + len(curve) - 1 if curve else None
     elif value is None:  # nothing returned: the epochs reported tell it
         value, best_epoch = _best(curve, sign)
     elif best_epoch is None and len(reporters) == 1 and value in curve:
         best_epoch = curve.index(value)
-    if best is not None and segment is None:
+    if best is not None and pbt is None:
         keeper.save(*best)
     executions = [r.logs for r in reporters]
     return Outcome(value=value, best_epoch=best_epoch, params=dict(hp.values), space=hp.space,

@@ -291,8 +291,7 @@ def create_app(storage: Storage | str, *, token: str | None = None,
     @app.get("/api/workers", tags=["workers"])
     def api_workers(all: bool = False) -> list[dict[str, Any]]:
         """Workers (live ones unless `all`): host, device, current trial, heartbeat age."""
-        now = store.now()
-        return [data.worker_dict(w, now) for w in store.workers(alive_only=not all)]
+        return data.worker_dicts(store, store.workers(alive_only=not all))
 
     def trial_detail(record: StudyRecord, number: int) -> dict[str, Any]:
         found = store.trials(record.id, numbers=[number])
@@ -301,9 +300,8 @@ def create_app(storage: Storage | str, *, token: str | None = None,
         trial = found[0]
         worker = None
         if trial.worker_id is not None:
-            now = store.now()
-            worker = next((data.worker_dict(w, now) for w in store.workers()
-                           if w.id == trial.worker_id), None)
+            records = [w for w in store.workers() if w.id == trial.worker_id]
+            worker = next(iter(data.worker_dicts(store, records)), None)
         return {**data.trial_dict(trial), "per_epoch": data.epochs(store, [trial.id])[trial.id],
                 "worker": worker}
 
@@ -349,8 +347,7 @@ def create_app(storage: Storage | str, *, token: str | None = None,
 
     @app.get("/workers", response_class=HTMLResponse, include_in_schema=False)
     def workers_page(request: Request, all: bool = False) -> HTMLResponse:
-        now = store.now()
-        rows = [data.worker_dict(w, now) for w in store.workers(alive_only=not all)]
+        rows = data.worker_dicts(store, store.workers(alive_only=not all))
         return page(request, "workers.html", workers=rows, all=all, fragments=("workers",))
 
     @app.get("/vendor/plotly.min.js", include_in_schema=False)

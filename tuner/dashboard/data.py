@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuner import analysis
-from tuner.coordinator import CoordinatorOptions
+from tuner.coordinator import lease_graces
 from tuner.errors import TunerError
 from tuner.space import Choice, Fixed, Float, Int, Space
 from tuner.states import TrialState
@@ -50,12 +50,19 @@ def trial_dict(trial: Trial) -> dict[str, Any]:
             "finished_at": trial.finished_at, "duration": trial.duration}
 
 
-def worker_dict(worker: WorkerRecord, now: float) -> dict[str, Any]:
+def worker_dict(worker: WorkerRecord, now: float, grace: float) -> dict[str, Any]:
     return {"id": worker.id, "host": worker.host, "pid": worker.pid, "device": worker.device,
-            "status": worker.status(now, CoordinatorOptions().lease_grace),
+            "status": worker.status(now, grace),
             "study": worker.study, "trial": worker.trial,
             "heartbeat_age": now - worker.heartbeat_at, "started_at": worker.started_at,
             "trials_done": worker.trials_done}
+
+
+def worker_dicts(storage: Storage, records: list[WorkerRecord]) -> list[dict[str, Any]]:
+    """`worker_dict` of each, judged live or lost by the lease grace of its study."""
+    now = storage.now()
+    graces = lease_graces(storage, records)
+    return [worker_dict(w, now, graces[w.id]) for w in records]
 
 
 def studies(storage: Storage) -> list[dict[str, Any]]:

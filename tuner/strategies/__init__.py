@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuner.strategies._bayes import Bayes
 from tuner.strategies._grid import GridSearch
-from tuner.strategies._pbt import PBT
+from tuner.strategies._pbt import PBT, PBTSegment
 from tuner.strategies._random import RandomSearch
-from tuner.strategies.base import WAIT, Proposal, Strategy, trial_seed
+from tuner.strategies.base import WAIT, Proposal, Strategy, sign_of, trial_seed
+
+if TYPE_CHECKING:
+    import optuna
+
+
+class BayesGP(Bayes):
+    """`bayes-gp`: Bayes with Optuna's Gaussian-process sampler by default."""
+
+    name = "bayes-gp"
+
+    def __init__(self, sampler: str | optuna.samplers.BaseSampler = "gp",
+                 n_startup_trials: int = 10) -> None:
+        super().__init__(sampler, n_startup_trials)
+
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (GridSearch, RandomSearch, Bayes, PBT)
+    s.name: s for s in (GridSearch, RandomSearch, Bayes, BayesGP, PBT)
 }
 
 
@@ -20,13 +34,10 @@ def make_strategy(strategy: str | Strategy, options: Mapping[str, Any] | None = 
     """A strategy by name, with the `options` a study stored (`Strategy.options()`)."""
     if isinstance(strategy, Strategy):
         return strategy
-    options = dict(options or {})
-    if strategy == "bayes-gp":
-        strategy, options = "bayes", {**options, "sampler": "gp"}
     if strategy not in STRATEGIES:
-        names = ", ".join([*STRATEGIES, "bayes-gp"])
+        names = ", ".join(STRATEGIES)
         raise ValueError(f"strategy: unknown strategy {strategy!r} (choose from {names})")
-    return STRATEGIES[strategy](**options)
+    return STRATEGIES[strategy](**dict(options or {}))
 
 
 def strategy_name(strategy: str | Strategy) -> str:
@@ -36,6 +47,6 @@ def strategy_name(strategy: str | Strategy) -> str:
 
 
 __all__ = [
-    "PBT", "WAIT", "Bayes", "GridSearch", "Proposal", "RandomSearch", "STRATEGIES", "Strategy",
-    "make_strategy", "strategy_name", "trial_seed",
+    "PBT", "WAIT", "Bayes", "BayesGP", "GridSearch", "PBTSegment", "Proposal", "RandomSearch",
+    "STRATEGIES", "Strategy", "make_strategy", "sign_of", "strategy_name", "trial_seed",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -72,13 +72,59 @@ def explore(params: Mapping[str, Any], space: Space, mutable: Sequence[str],
     return explored
 
 
-def _segment(trial: Trial) -> dict[str, Any]:
-    return (trial.attrs or {})["segment"]
+@dataclass(frozen=True)
+class PBTSegment:
+    """What PBT records on each trial it proposes (`Trial.attrs`): member `member`'s
+    `generation`-th stretch of `epochs` epochs from epoch `start`, continuing the checkpoint
+    of trial `restore` (None: from scratch); `copied_from` is the member it exploited, if it
+    did."""
+
+    member: int
+    generation: int
+    copied_from: int | None
+    start: int
+    epochs: int
+    restore: int | None
+
+    @property
+    def end(self) -> int:
+        """The epoch it trains up to (exclusive), counted from 0 as Keras does."""
+        return self.start + self.epochs
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The trial's attrs as stored: the database format."""
+        return {
+            "member": self.member, "generation": self.generation, "copied_from": self.copied_from,
+            "segment": {"start": self.start, "epochs": self.epochs, "restore": self.restore},
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any] | None) -> PBTSegment | None:
+        """The segment `attrs` (as `to_attrs` made them) record; None for a trial PBT did not
+        propose."""
+        if not attrs or "member" not in attrs:
+            return None
+        part = attrs["segment"]
+        return cls(member=attrs["member"], generation=attrs["generation"],
+                   copied_from=attrs["copied_from"], start=part["start"],
+                   epochs=part["epochs"], restore=part["restore"])
+
+    @classmethod
+    def of(cls, trial: Trial) -> PBTSegment | None:
+        """`trial`'s segment; None for a trial PBT did not propose."""
+        return cls.from_attrs(trial.attrs)
+
+
+def _segment(trial: Trial) -> PBTSegment:
+    """The segment of a trial PBT proposed (the only trials it tracks)."""
+    segment = PBTSegment.of(trial)
+    if segment is None:
+        raise KeyError(f"trial {trial.number} is not a PBT segment")
+    return segment
 
 
 def end_epoch(trial: Trial) -> int:
-    segment = _segment(trial)
-    return segment["start"] + segment["epochs"]
+    return _segment(trial).end
 
 
 class PBT(Strategy):
@@ -133,12 +179,12 @@ class PBT(Strategy):
         self._pending: dict[int, Trial] = {}  # member -> its queued or running segment
         self._best: Trial | None = None  # the best segment so far: its model is the answer
         for trial in sorted(trials, key=lambda t: t.number):
-            if trial.attrs and "member" in trial.attrs:
+            if PBTSegment.of(trial) is not None:
                 self._note(trial)
         self._clean_checkpoints()
 
     def _note(self, trial: Trial) -> None:
-        member = trial.attrs["member"]  # type: ignore[index]
+        member = _segment(trial).member
         if not trial.state.is_finished():
             self._pending[member] = trial
             return
@@ -181,18 +227,16 @@ class PBT(Strategy):
             copied_from = top[int(rng.integers(len(top)))]
             source = self._at[copied_from][epoch]
             params = explore(source.params, space, self._mutable, rng, self.resample_probability)
-        generation = own.attrs["generation"] + 1  # type: ignore[index]
+        generation = _segment(own).generation + 1
         return self._propose(number, member, params, start=epoch,
                              restore=source.number, generation=generation,
                              copied_from=copied_from)
 
     def _propose(self, number: int, member: int, params: dict[str, Any], *, start: int,
                  restore: int | None, generation: int, copied_from: int | None) -> Proposal:
-        attrs = {
-            "member": member, "generation": generation, "copied_from": copied_from,
-            "segment": {"start": start, "epochs": min(self.interval, self.epochs - start),
-                        "restore": restore},
-        }
+        attrs = PBTSegment(member=member, generation=generation, copied_from=copied_from,
+                           start=start, epochs=min(self.interval, self.epochs - start),
+                           restore=restore).to_attrs()
         self._pending[member] = Trial(id=0, number=number, state=TrialState.QUEUED,
                                       params=params, attrs=attrs)
         return Proposal(params, attrs)
@@ -205,12 +249,8 @@ class PBT(Strategy):
                 self._pending[member] = replace(trial, params=values)
         return values
 
-    @property
-    def sign(self) -> int:
-        return 1 if self.direction == "maximize" else -1
-
     def tell(self, trial: Trial) -> None:
-        if trial.attrs and "member" in trial.attrs:
+        if PBTSegment.of(trial) is not None:
             self._note(trial)
             self._clean_checkpoints()
 
@@ -224,7 +264,7 @@ class PBT(Strategy):
             return
         # How far the slowest live member is: a member not created yet is at epoch 0, a
         # failed one is out of the race.
-        progress = [_segment(self._pending[m])["start"] if m in self._pending
+        progress = [_segment(self._pending[m]).start if m in self._pending
                     else end_epoch(self._latest[m])
                     for m in set(self._latest) | set(self._pending)
                     if m in self._pending or self._latest[m].state == TrialState.COMPLETE]
@@ -233,7 +273,7 @@ class PBT(Strategy):
         keep = {t.number for t in self._latest.values()}
         keep |= {t.number for at in self._at.values() for e, t in at.items() if e >= behind}
         keep |= {t.number for t in self._pending.values()}
-        keep |= {_segment(t)["restore"] for t in self._pending.values()}
+        keep |= {_segment(t).restore for t in self._pending.values()}
         if self._best is not None:
             keep.add(self._best.number)
         for number in self.artifacts.numbers():

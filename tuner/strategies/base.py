@@ -18,6 +18,12 @@ def trial_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([seed, number]).generate_state(1)[0] % (2**31 - 1))
 
 
+def sign_of(direction: str) -> int:
+    """+1 when maximizing, -1 when minimizing: multiply to always maximize (a study's
+    `StudyRecord.sign`)."""
+    return 1 if direction == "maximize" else -1
+
+
 def lacking(params: Mapping[str, Any], space: Space) -> bool:
     """Whether `params` has no value for a parameter of `space` that it makes active."""
     return any(p.name not in params and p.is_active(params) for p in space)
@@ -88,6 +94,11 @@ class Strategy(ABC):
         self.direction = direction
         self.seed = seed
         self.settings = dict(settings or {})
+
+    @property
+    def sign(self) -> int:
+        """+1 when maximizing, -1 when minimizing, once started: multiply to always maximize."""
+        return sign_of(self.direction)
 
     def trial_budget(self, requested: int) -> int:
         """How many trials `optimize(trials=requested)` means for this strategy."""
