@@ -165,8 +165,7 @@ def fake_trial(rng: random.Random, number: int, n: int, t0: float, now: float,
 def fill(url: str, n: int, *, vacuum: bool, seed: int = 0) -> dict[str, Any]:
     """One study of `n` trials with their epochs; returns the study id and timings."""
     from tuner.storage import Storage
-    from tuner.storage.storage import epochs as epochs_table
-    from tuner.storage.storage import trials as trials_table
+    from tuner.storage.models import EPOCHS, TRIALS
 
     t_start = time.perf_counter()
     storage = Storage(url)
@@ -195,9 +194,9 @@ def fill(url: str, n: int, *, vacuum: bool, seed: int = 0) -> dict[str, Any]:
                             for e, v, m in eps]
             next_id += 1
         with storage.engine.begin() as conn:
-            conn.execute(trials_table.insert(), trial_rows)
+            conn.execute(TRIALS.insert(), trial_rows)
             if epoch_batch:
-                conn.execute(epochs_table.insert(), epoch_batch)
+                conn.execute(EPOCHS.insert(), epoch_batch)
         rows += len(trial_rows)
         epoch_rows += len(epoch_batch)
     t_insert = time.perf_counter()

@@ -144,7 +144,7 @@ def markdown(machine: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 def describe_machine(storage: Any) -> dict[str, Any]:
     import keras
 
-    from tuner.storage.storage import safe_url
+    from tuner.storage import safe_url
 
     backend = keras.backend.backend()
     try:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +21,12 @@ SERVER_URLS = {
     "mariadb": os.environ.get("TUNER_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1/test"),
 }
 _TABLES = ("trial_epochs", "trials", "workers", "studies", "alembic_version")
+
+
+def stored_trial(storage: Any, trial_id: int) -> Any:
+    """A trial as the database holds it now, by id."""
+    (trial,) = storage.trials_by_id([trial_id])
+    return trial
 
 
 def empty_database(url: str) -> str:

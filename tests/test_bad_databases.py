@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from tests.conftest import SERVER_URLS
 from tuner.errors import ForeignDatabase, NoTunerDatabase, StorageError
 from tuner.storage import Storage
-from tuner.storage.storage import TransientStorageError
+from tuner.storage.engine import TransientStorageError
 
 TUNER_TABLES = {"studies", "trials", "trial_epochs", "workers"}
 
@@ -177,11 +177,11 @@ def test_a_reader_opens_a_tuner_database_and_upgrades_an_older_one(storage_url):
     from alembic.command import upgrade
     from alembic.config import Config
 
-    from tuner.storage.storage import _MIGRATIONS
+    from tuner.storage.engine import MIGRATIONS
 
     engine = sa.create_engine(storage_url)
     config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:  # a database made by the first release
         config.attributes["connection"] = conn
         upgrade(config, "0001")
@@ -369,7 +369,7 @@ def test_a_sqlite_file_in_a_missing_folder(tmp_path, create):
 
 
 def _kind(exc: sa.exc.DBAPIError) -> str:
-    from tuner.storage.storage import _kind
+    from tuner.storage.engine import _kind
 
     return _kind(exc)
 

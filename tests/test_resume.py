@@ -14,8 +14,8 @@ import pytest
 from tests.conftest import cli_env, run_cli, start_cli
 from tuner import DefinitionError, InProcess, Study, TrialState
 from tuner.errors import StudyExists
+from tuner.processes import pid_alive
 from tuner.space import canonical
-from tuner.storage.storage import pid_alive
 
 CONTINUOUS = '''
 import os, time

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 import tuner
-from tests.conftest import STUDIES, cli_env, run_cli, start_cli
+from tests.conftest import STUDIES, cli_env, run_cli, start_cli, stored_trial
 from tuner.states import TrialState
 from tuner.storage import Storage
-from tuner.storage.storage import ConnectionLost
+from tuner.storage.engine import ConnectionLost
 
 TRIVIAL = str(STUDIES / "trivial.py")
 
@@ -202,9 +202,9 @@ def test_release_trial_requeues_without_counting_a_retry(storage_url):
     wid, other = register(storage), register(storage)
     trial = storage.claim_trial(None, wid)
     storage.release_trial(trial.id, other)  # not its trial: nothing happens
-    assert storage.trial(trial.id).state == TrialState.RUNNING
+    assert stored_trial(storage, trial.id).state == TrialState.RUNNING
     storage.release_trial(trial.id, wid)
-    after = storage.trial(trial.id)
+    after = stored_trial(storage, trial.id)
     assert (after.state, after.retries, after.worker_id, after.started_at) == (
         TrialState.QUEUED, 0, None, None)
     assert storage.claim_trial(None, other).id == trial.id
@@ -350,7 +350,7 @@ def test_a_study_file_that_differs_from_the_coordinators_copy_is_refused(sqlite_
         agent.send_signal(signal.SIGINT)
         _, stderr = finish(agent, timeout=60)
         assert agent.returncode == 0, stderr
-    after = storage.trial(queued.id)
+    after = stored_trial(storage, queued.id)
     assert (after.state, after.retries) == (TrialState.QUEUED, 0)
     assert not log.exists()  # no trial ran in the agent's workers
 

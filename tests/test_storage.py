@@ -10,6 +10,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import stored_trial
 from tuner.errors import StorageError, StudyExists, StudyNotFound
 from tuner.states import TrialState
 from tuner.storage import Storage
@@ -99,7 +100,7 @@ def test_only_the_holder_finishes_a_running_trial(storage_url):
     assert not storage.finish_trial(trial.id, second, TrialState.COMPLETE, value=0.5)
     assert storage.finish_trial(trial.id, first, TrialState.COMPLETE, value=0.9, best_epoch=1)
     assert not storage.finish_trial(trial.id, first, TrialState.FAILED, error="again")
-    final = storage.trial(trial.id)
+    final = stored_trial(storage, trial.id)
     assert (final.state, final.value, final.best_epoch, final.error) == (
         TrialState.COMPLETE, 0.9, 1, None)
     with pytest.raises(ValueError, match="not a final state"):
@@ -121,7 +122,7 @@ def test_lost_lease_requeues_then_fails_and_late_results_are_refused(storage_url
         # the worker that lost its lease comes back with a result: refused, not counted
         assert not storage.report_epoch(trial.id, wid, 1, 0.6, {"val_accuracy": 0.6})
         assert not storage.finish_trial(trial.id, wid, TrialState.COMPLETE, value=0.6)
-        state = storage.trial(trial.id)
+        state = stored_trial(storage, trial.id)
         if attempt < 2:
             assert (state.state, state.retries) == (TrialState.QUEUED, attempt + 1)
             assert storage.epochs([trial.id])[trial.id] == []  # the lost attempt's epochs go
@@ -147,7 +148,7 @@ def test_release_worker_requeues_without_counting_a_retry_on_clean_stop(storage_
     wid = worker(storage, study.id)
     trial = storage.claim_trial(study.id, wid)
     assert storage.release_worker(wid, reason="stopped") == [0]
-    after = storage.trial(trial.id)
+    after = stored_trial(storage, trial.id)
     assert (after.state, after.retries, after.worker_id) == (TrialState.QUEUED, 0, None)
     assert storage.workers()[0].stopped_at is not None
 
@@ -202,11 +203,11 @@ def test_an_older_schema_is_upgraded_on_first_use_without_losing_data(storage_ur
     from alembic.command import upgrade
     from alembic.config import Config
 
-    from tuner.storage.storage import _MIGRATIONS
+    from tuner.storage.engine import MIGRATIONS
 
     engine = sa.create_engine(storage_url)
     config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         upgrade(config, "0001")

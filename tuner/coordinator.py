@@ -20,10 +20,10 @@ from tuner.artifacts import KeptModels, best_models
 from tuner.definition import StudyDefinition
 from tuner.errors import StudyNotFound, TunerError
 from tuner.executors import Executor
+from tuner.processes import alive, release_dead_local_workers
 from tuner.space import Space
 from tuner.states import FINISHED, UNFINISHED, TrialState
-from tuner.storage import Storage, StudyRecord, Trial, WorkerRecord, safe_url
-from tuner.storage.storage import LEASE_GRACE, pid_alive
+from tuner.storage import LEASE_GRACE, Storage, StudyRecord, Trial, WorkerRecord, safe_url
 from tuner.strategies import WAIT, Proposal, Strategy
 from tuner.strategies.base import lacking
 
@@ -102,7 +102,7 @@ class Coordinator:
         told = False
         while (holder := self._try_lease()) is not None:
             host, pid, _ = (holder.split(":") + ["", ""])[:3]
-            if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+            if pid.isdigit() and not alive(host, int(pid)):
                 self.storage.release_coordinator(self.study.id, holder)
                 continue
             if not told:
@@ -123,7 +123,7 @@ class Coordinator:
         storage.update_settings(study.id, {"lease_grace": options.lease_grace})
         if definition.path is not None:  # the copy every worker must match
             storage.update_definition(study.id, definition.path, definition.source_hash)
-        storage.release_dead_local_workers(socket.gethostname(), max_retries=options.max_retries)
+        release_dead_local_workers(storage, max_retries=options.max_retries)
         storage.requeue_lost(study.id, grace=options.lease_grace, max_retries=options.max_retries)
         history = storage.trials(study.id)
         space = Space.from_dict(study.space)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
-from tuner import analysis, shipping
+from tuner import analysis, processes, shipping
 from tuner.artifacts import Artifacts, best_models
 from tuner.coordinator import Coordinator, CoordinatorOptions, Progress
 from tuner.definition import StudyDefinition, load_definition
@@ -43,6 +43,7 @@ from tuner.space import Space, describe
 from tuner.states import TrialState
 from tuner.storage import (
     DEFAULT_URL,
+    LEASE_GRACE,
     Storage,
     StudyRecord,
     Trial,
@@ -50,7 +51,6 @@ from tuner.storage import (
     safe_url,
     shown_epoch,
 )
-from tuner.storage.storage import LEASE_GRACE
 from tuner.strategies import PBTSegment, Strategy, make_strategy, strategy_name
 
 if TYPE_CHECKING:
@@ -384,7 +384,7 @@ class Study:
     def delete(self, *, grace: float = LEASE_GRACE) -> None:
         """Delete the study and its trials; refused while a live coordinator or worker
         (heartbeat within `grace` seconds) holds it."""
-        self.storage.delete_study(self.name, grace=grace)
+        self.storage.delete_study(self.name, grace=grace, alive=processes.alive)
 
 
 def list_workers(storage: str | Storage = DEFAULT_URL, *,

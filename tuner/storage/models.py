@@ -80,3 +80,11 @@ class WorkerRow(Base):
     heartbeat_at: Mapped[float] = mapped_column(Double)
     stopped_at: Mapped[float | None] = mapped_column(Double)
     trials_done: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# The tables, for SQLAlchemy Core statements.
+STUDIES = StudyRow.__table__
+TRIALS = TrialRow.__table__
+EPOCHS = EpochRow.__table__
+WORKERS = WorkerRow.__table__
+TUNER_TABLES = frozenset(t.name for t in (STUDIES, TRIALS, EPOCHS, WORKERS))

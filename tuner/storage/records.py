@@ -110,3 +110,10 @@ def error_summary(error: str | None) -> str | None:
     while rest and rest[0].startswith("    "):  # the frame's source line and its carets
         rest = rest[1:]
     return "\n".join(rest).strip() or error.strip()
+
+
+def trial_of(row: Any) -> Trial:
+    """A trial from its row in the trials table."""
+    data = dict(row._mapping)
+    data["state"] = TrialState(data["state"])
+    return Trial(**data)
