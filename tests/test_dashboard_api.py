@@ -16,10 +16,10 @@ from tests.conftest import SHOWCASE_NAMES
 from tuner.dashboard import check_bind, create_app, data
 from tuner.dashboard.app import allowed_hosts_for
 from tuner.errors import TunerError
+from tuner.ranking import rank
 from tuner.space import Choice, Float, Int, Space
 from tuner.states import TrialState
 from tuner.storage import Storage
-from tuner.study import rank
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,10 @@ from tests.conftest import ROOT, SHOWCASE_NAMES, cli_env, run_cli
 from tuner import analysis
 from tuner.display import fmt
 from tuner.errors import StudyNotFound
+from tuner.ranking import rank
 from tuner.space import Choice, Float, Space
 from tuner.states import TrialState
 from tuner.storage import Storage, Trial
-from tuner.study import rank
 
 SVG = "{http://www.w3.org/2000/svg}"
 DRAWN = {"path", "line", "polyline", "use", "rect"}

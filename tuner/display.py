@@ -71,7 +71,7 @@ def fmt_seconds(seconds: float | None) -> str:
 
 
 def arrow(study: StudyRecord) -> str:
-    return "↑" if study.direction == "maximize" else "↓"
+    return "↑" if study.sign > 0 else "↓"
 
 
 def progress_view(progress: Progress) -> Group:

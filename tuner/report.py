@@ -21,10 +21,11 @@ from typing import Any
 
 from tuner import analysis
 from tuner.display import arrow, fmt, fmt_seconds
+from tuner.ranking import rank
 from tuner.space import Space, describe
 from tuner.states import TrialState
 from tuner.storage import Storage, StudyRecord, Trial, safe_url, shown_epoch
-from tuner.study import rank, rebuild_code
+from tuner.study import rebuild_code
 
 TOP = 10
 FAILURES_SHOWN = 10
@@ -189,7 +190,7 @@ def _history_svg(study: StudyRecord, points: Sequence[analysis.HistoryPoint]) ->
     steps = analysis.improvements(points)
     ax.step([p.number for p in steps], [p.best for p in steps], where="post", color="C3",
             label="best so far")
-    better = "higher" if study.direction == "maximize" else "lower"
+    better = "higher" if study.sign > 0 else "lower"
     ax.set_title(_plain(f"{study.metric} by trial ({study.direction}: {better} is better)"))
     ax.set_xlabel("Trial number")
     ax.set_ylabel(_plain(study.metric))

@@ -39,6 +39,7 @@ from tuner.errors import (
 )
 from tuner.executors import Executor, InProcess, make_executor
 from tuner.hyperparameters import HyperParameters
+from tuner.ranking import sort_trials
 from tuner.space import Space, describe
 from tuner.states import TrialState
 from tuner.storage import (
@@ -381,9 +382,12 @@ class Study:
 
         return pd.DataFrame([trial_row(t) for t in self.trials])
 
-    def delete(self, *, grace: float = LEASE_GRACE) -> None:
+    def delete(self, *, grace: float | None = None) -> None:
         """Delete the study and its trials; refused while a live coordinator or worker
-        (heartbeat within `grace` seconds) holds it."""
+        (heartbeat within `grace` seconds: by default the lease grace the study last ran
+        with) holds it."""
+        if grace is None:
+            grace = self._record.settings.get("lease_grace", LEASE_GRACE)
         self.storage.delete_study(self.name, grace=grace, alive=processes.alive)
 
 
@@ -393,52 +397,6 @@ def list_workers(storage: str | Storage = DEFAULT_URL, *,
     the study and number of the trial each runs now, last heartbeat, trials done."""
     store = storage if isinstance(storage, Storage) else Storage(storage, create=False)
     return store.workers(alive_only=alive_only)
-
-
-def rank(trials: list[Trial], sign: int) -> list[Trial]:
-    """Best first: COMPLETE by value, then PRUNED by value, then the rest; ties by number.
-    `sign`: the study's (+1 when maximizing)."""
-    order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}
-
-    def key(t: Trial) -> tuple[int, int, float, int]:
-        has_value = t.value is not None
-        return (order.get(t.state, 2), 0 if has_value else 1,
-                -sign * t.value if has_value else 0.0, t.number)  # type: ignore[operator]
-
-    return sorted(trials, key=key)
-
-
-#: what trials sort by besides "rank" and their parameters ("time" is the duration)
-SORT_COLUMNS = ("number", "value", "duration", "time", "epochs", "retries", "best_epoch",
-                "state")
-
-
-def sort_trials(trials: list[Trial], sign: int, sort: str = "rank") -> list[Trial]:
-    """Trials by `sort`: "rank" (best first, as `rank`), a column of `SORT_COLUMNS` (value:
-    best first) or a parameter's name; trials without a value for it come last."""
-    if sort == "rank":
-        return rank(trials, sign)
-    known = set(SORT_COLUMNS) | {p for t in trials for p in t.params}
-    if sort not in known:
-        raise ValueError(f"--sort: unknown column {sort!r} (choose from rank, "
-                         f"{', '.join(sorted(known))})")
-    return sorted(trials, key=_sort_key(sort, sign))
-
-
-def _sort_key(column: str, sign: int) -> Callable[[Trial], Any]:
-    def key(trial: Trial) -> tuple[int, Any]:
-        if column in ("number", "epochs", "retries", "best_epoch"):
-            value = getattr(trial, column)
-        elif column == "value":
-            value = None if trial.value is None else -sign * trial.value
-        elif column in ("duration", "time"):
-            value = trial.duration
-        elif column == "state":
-            value = trial.state.value
-        else:
-            value = trial.params.get(column)
-        return (value is None, value if value is not None else 0)
-    return key
 
 
 def rebuild_code(name: str, storage: str, params: dict[str, Any]) -> str:

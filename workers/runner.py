@@ -18,7 +18,8 @@ from tuner.artifacts import Artifacts
 from tuner.definition import StudyDefinition
 from tuner.hyperparameters import HyperParameters
 from tuner.space import Space
-from tuner.strategies import PBTSegment, sign_of
+from tuner.storage import sign_of
+from tuner.strategies import PBTSegment
 from workers.checkpoints import load_checkpoint, save_best, save_checkpoint
 from workers.outcome import Outcome, TrialLost
 

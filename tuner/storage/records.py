@@ -8,6 +8,11 @@ from typing import Any
 from tuner.states import TrialState
 
 
+def sign_of(direction: str) -> int:
+    """+1 when maximizing, -1 when minimizing: multiply to always maximize."""
+    return 1 if direction == "maximize" else -1
+
+
 @dataclass(frozen=True)
 class StudyRecord:
     id: int
@@ -26,8 +31,7 @@ class StudyRecord:
 
     @property
     def sign(self) -> int:
-        """+1 when maximizing, -1 when minimizing: multiply to always maximize."""
-        return 1 if self.direction == "maximize" else -1
+        return sign_of(self.direction)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from tuner.strategies._bayes import Bayes
 from tuner.strategies._grid import GridSearch
 from tuner.strategies._pbt import PBT, PBTSegment
 from tuner.strategies._random import RandomSearch
-from tuner.strategies.base import WAIT, Proposal, Strategy, sign_of, trial_seed
+from tuner.strategies.base import WAIT, Proposal, Strategy, trial_seed
 
 if TYPE_CHECKING:
     import optuna
@@ -48,5 +48,5 @@ def strategy_name(strategy: str | Strategy) -> str:
 
 __all__ = [
     "PBT", "WAIT", "Bayes", "BayesGP", "GridSearch", "PBTSegment", "Proposal", "RandomSearch",
-    "STRATEGIES", "Strategy", "make_strategy", "sign_of", "strategy_name", "trial_seed",
+    "STRATEGIES", "Strategy", "make_strategy", "strategy_name", "trial_seed",
 ]

@@ -10,18 +10,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tuner.space import Param, Space
-from tuner.storage.records import Trial
+from tuner.storage.records import Trial, sign_of
 
 
 def trial_seed(seed: int, number: int) -> int:
     """A seed for trial `number` of a study seeded with `seed`: the same in any process."""
     return int(np.random.SeedSequence([seed, number]).generate_state(1)[0] % (2**31 - 1))
-
-
-def sign_of(direction: str) -> int:
-    """+1 when maximizing, -1 when minimizing: multiply to always maximize (a study's
-    `StudyRecord.sign`)."""
-    return 1 if direction == "maximize" else -1
 
 
 def lacking(params: Mapping[str, Any], space: Space) -> bool:
