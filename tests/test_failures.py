@@ -201,3 +201,71 @@ def test_workers_train_on_the_pytorch_backend(sqlite_url, tmp_path):
     assert max(t.value for t in trials) > 0.5  # it really learned (chance is 0.1), on torch
     backends = {json.loads(line)["backend"] for line in log.read_text().splitlines()}
     assert backends == {"torch"}
+
+
+def test_a_trial_killed_mid_training_resumes_from_its_checkpoint(sqlite_url, tmp_path):
+    """A worker SIGKILLed at epoch k: the next attempt goes on from its last checkpoint
+    (here every epoch), on the curve the first one stored, each epoch stored once."""
+    builds = tmp_path / "builds.jsonl"
+    env = {**cli_env(), "TUNER_TEST_BUILD_LOG": str(builds)}
+    run = start_cli("run", str(STUDIES / "slow_epochs.py"), "--storage", sqlite_url,
+                    "--trials", "2", "--workers", "2", "--strategy", "random",
+                    "--checkpoint-every", "1 epoch", env=env)
+
+    def checkpointed_trial():
+        try:
+            study = Study.load("slow_epochs", storage=sqlite_url)
+        except Exception:  # not created yet
+            return None
+        running = [t for t in study.trials if t.state == TrialState.RUNNING
+                   and t.checkpoint_epoch is not None and t.checkpoint_epoch >= 3]
+        return (study, running[0]) if running else None
+
+    wait_for(checkpointed_trial)
+    study, victim = checkpointed_trial()
+    pid = next(w.pid for w in study.storage.workers() if w.id == victim.worker_id)
+    os.kill(pid, signal.SIGKILL)
+    killed_at = study.storage.trials(study.record.id, numbers=[victim.number])[0].epochs
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    rerun = study.storage.trials(study.record.id, numbers=[victim.number])[0]
+    assert rerun.state == TrialState.COMPLETE and rerun.retries == 1
+    assert rerun.attrs["resumed_at_epoch"] >= killed_at - 1  # at most one epoch again
+    curve = [e["epoch"] for e in study.storage.epochs([rerun.id])[rerun.id]]
+    assert curve == list(range(len(curve))) and rerun.epochs == len(curve)
+    built = [json.loads(line)["params"] for line in builds.read_text().splitlines()]
+    assert built.count(rerun.params) == 2  # built again to load the checkpoint into
+    resume = tmp_path / "tuner-artifacts" / "slow_epochs" / "resume"
+    assert not (resume / f"trial-{rerun.number}").exists()  # a finished trial's go
+
+
+def test_a_checkpoint_of_another_model_is_refused_and_the_trial_starts_over(
+        sqlite_url, tmp_path):
+    """The study file changed the model between a crash and the resume: the requeued
+    trial's checkpoint does not fit, so it starts again from epoch 1 rather than crash."""
+    study_file = tmp_path / "slow_epochs.py"
+    study_file.write_text((STUDIES / "slow_epochs.py").read_text())
+    args = ["run", str(study_file), "--storage", sqlite_url, "--trials", "1", "--workers", "1",
+            "--strategy", "random", "--checkpoint-every", "1 epoch"]
+    run = start_cli(*args)
+
+    def checkpointed() -> bool:
+        try:
+            trials = Study.load("slow_epochs", storage=sqlite_url).trials
+        except Exception:  # not created yet
+            return False
+        return any((t.checkpoint_epoch or 0) >= 2 for t in trials)
+
+    wait_for(checkpointed)
+    os.killpg(run.pid, signal.SIGKILL)  # the whole run dies, its trial mid-training
+    run.communicate(timeout=60)
+    study_file.write_text(study_file.read_text().replace("Dense(16,", "Dense(24,"))
+
+    resumed = start_cli(*args, "--allow-changed-file")
+    _, stderr = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, stderr
+    (trial,) = Study.load("slow_epochs", storage=sqlite_url).trials
+    assert trial.state == TrialState.COMPLETE and "resumed_at_epoch" not in (trial.attrs or {})
+    curve = [e["epoch"] for e in Study.load("slow_epochs", storage=sqlite_url).storage.epochs(
+        [trial.id])[trial.id]]
+    assert curve == list(range(len(curve)))  # from the first epoch again, each stored once

@@ -34,7 +34,7 @@ def test_schema_is_created_on_first_use_and_stamped(storage_url):
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
         tables = set(sa.inspect(conn).get_table_names())
     engine.dispose()
-    assert version == "0003"
+    assert version == "0004"
     assert {"studies", "trials", "trial_epochs", "workers"} <= tables
     Storage(storage_url)  # a second open finds the schema current and changes nothing
 
@@ -241,3 +241,30 @@ def test_a_server_that_never_answers_is_an_error_not_a_hang(url, limit):
         with pytest.raises(StorageError, match="database error"):
             Storage(url.format(port=silent.getsockname()[1]))
         assert time.monotonic() - start < limit
+
+
+def test_a_requeued_trial_keeps_the_epochs_its_checkpoint_holds(storage_url):
+    storage = Storage(storage_url)
+    study = make_study(storage)
+    trial = storage.enqueue_trial(study.id, 0, {"x": 1})
+    wid = worker(storage, study.id)
+    storage.claim_trial(study.id, wid)
+    for epoch in range(4):
+        assert storage.report_epoch(trial.id, wid, epoch, epoch / 10, {"val_accuracy": epoch})
+        if epoch == 1:
+            assert storage.checkpoint_trial(trial.id, wid, epoch)
+    assert storage.release_worker(wid, reason="killed", max_retries=2) == [0]
+    after = stored_trial(storage, trial.id)
+    assert (after.state, after.epochs, after.checkpoint_epoch) == (TrialState.QUEUED, 2, 1)
+    assert [e["epoch"] for e in storage.epochs([trial.id])[trial.id]] == [0, 1]
+    assert not storage.checkpoint_trial(trial.id, wid, 3)  # the lost worker's, refused
+
+    # The next worker goes on from epoch 2; one that cannot use the checkpoint starts over.
+    second = worker(storage, study.id)
+    assert storage.claim_trial(study.id, second).checkpoint_epoch == 1
+    assert storage.report_epoch(trial.id, second, 2, 0.2, {"val_accuracy": 2})
+    assert [e["epoch"] for e in storage.epochs([trial.id])[trial.id]] == [0, 1, 2]
+    assert storage.restart_trial(trial.id, second)
+    after = stored_trial(storage, trial.id)
+    assert (after.epochs, after.checkpoint_epoch) == (0, None)
+    assert storage.epochs([trial.id])[trial.id] == []

@@ -17,15 +17,18 @@ log = logging.getLogger(__name__)
 
 
 class Artifacts:
-    def __init__(self, url: str) -> None:
-        self.url = url
+    """Folders of files by number (`<url>/<prefix>-<number>`): trials' checkpoints and
+    weights, or a resumable trial's checkpoints by epoch."""
+
+    def __init__(self, url: str, *, prefix: str = "trial") -> None:
+        self.url, self.prefix = url, prefix
         self._fs, self._root = fsspec.core.url_to_fs(url)
 
     def __repr__(self) -> str:
         return f"Artifacts({self.url!r})"
 
     def _path(self, number: int) -> str:
-        return f"{self._root.rstrip('/')}/trial-{number}"
+        return f"{self._root.rstrip('/')}/{self.prefix}-{number}"
 
     def put(self, number: int, folder: Path) -> None:
         """Store the files of a local folder as trial `number`'s checkpoint."""
@@ -55,12 +58,23 @@ class Artifacts:
         if not self._fs.exists(self._root):
             return []
         names = (Path(p).name for p in self._fs.ls(self._root, detail=False))
-        return sorted(int(n.split("-", 1)[1]) for n in names if n.startswith("trial-"))
+        return sorted(int(n.split("-", 1)[1]) for n in names if n.startswith(f"{self.prefix}-"))
+
+    def remove(self) -> None:
+        """Delete every folder here, and this one."""
+        if self._fs.exists(self._root):
+            self._fs.rm(self._root, recursive=True)
 
 
 def best_models(url: str) -> Artifacts:
     """Where trials keep their best epoch's weights: the `best` folder of a study's artifacts."""
     return Artifacts(f"{url.rstrip('/')}/best")
+
+
+def resume_points(url: str, number: int) -> Artifacts:
+    """Where trial `number` keeps the checkpoints it resumes from after a crash, by epoch:
+    `<artifacts>/resume/trial-N/epoch-E`."""
+    return Artifacts(f"{url.rstrip('/')}/resume/trial-{number}", prefix="epoch")
 
 
 class KeptModels:

@@ -108,6 +108,10 @@ def run(
     artifacts: Annotated[str | None, typer.Option(
         help="Where trained weights and checkpoints go: a folder or an fsspec URL.",
         show_default="tuner-artifacts/NAME beside a SQLite file, else here")] = None,
+    checkpoint_every: Annotated[str | None, typer.Option(
+        metavar="60s|5m|3 epochs|off",
+        help="How often a trial saves a checkpoint to resume from if its worker dies.",
+        show_default="60s; a resumed study keeps its own")] = None,
     lease_grace: Annotated[float, typer.Option(
         min=1, help="Seconds without a heartbeat before a worker's trial (or this "
                     "coordinator's lease) is taken back.")] = CoordinatorOptions().lease_grace,
@@ -137,7 +141,8 @@ def run(
                              seed=seed, epochs=epochs,
                              early_stop=early_stop.value if early_stop else None,
                              artifacts=artifacts, load_if_exists=True,
-                             allow_changed_file=allow_changed_file)
+                             allow_changed_file=allow_changed_file,
+                             checkpoint_every=checkpoint_every)
     counts = study.counts()
     done = sum(counts[s] for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED))
     record = study.record

@@ -119,8 +119,10 @@ class Coordinator:
     def _run(self, definition: StudyDefinition) -> Progress:
         storage, study, options = self.storage, self.study, self.options
         started = time.monotonic()
-        # What views judge the study's workers live or lost by (`lease_graces`).
-        storage.update_settings(study.id, {"lease_grace": options.lease_grace})
+        # What views judge the study's workers live or lost by (`lease_graces`), and how
+        # often a worker may give back a trial it cannot run now.
+        storage.update_settings(study.id, {"lease_grace": options.lease_grace,
+                                           "max_retries": options.max_retries})
         if definition.path is not None:  # the copy every worker must match
             storage.update_definition(study.id, definition.path, definition.source_hash)
         release_dead_local_workers(storage, max_retries=options.max_retries)

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 
 from tuner import analysis, processes, shipping
 from tuner.artifacts import Artifacts, best_models
+from tuner.checkpointing import CheckpointEvery
 from tuner.coordinator import Coordinator, CoordinatorOptions, Progress
 from tuner.definition import StudyDefinition, load_definition
 from tuner.early_stop import EarlyStop, early_stop_from_dict
@@ -58,6 +59,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+
+
+def _checkpoint_setting(every: CheckpointEvery | None) -> dict[str, Any] | None:
+    return None if every is None else every.to_settings()
 
 
 def discover_space(definition: StudyDefinition) -> Space:
@@ -105,6 +110,7 @@ class Study:
         seed: int | None = None, epochs: int | None = None,
         early_stop: str | EarlyStop | None = None, artifacts: str | None = None,
         load_if_exists: bool = False, allow_changed_file: bool = False,
+        checkpoint_every: str | CheckpointEvery | None = None,
     ) -> Study:
         """Create a study (or resume it with `load_if_exists`, checking it is the same).
 
@@ -114,7 +120,12 @@ class Study:
         which records the change on the study. `artifacts` is where weights and
         checkpoints go: a folder or any fsspec URL, by default `tuner-artifacts/<name>`
         beside the SQLite file (or in this folder for a database server).
+        `checkpoint_every` ("60s" by default, "5m", "3 epochs", "off") is how often a Keras
+        trial saves a checkpoint to resume from if its worker dies; given on a resume, it
+        replaces the study's own.
         """
+        every = (CheckpointEvery.parse(checkpoint_every) if isinstance(checkpoint_every, str)
+                 else checkpoint_every)
         if seed is not None and not 0 <= seed < 2**31:
             raise ValueError(f"seed: {seed} must be in [0, 2**31)")  # the column's range
         store = storage if isinstance(storage, Storage) else Storage(storage)
@@ -147,7 +158,9 @@ class Study:
                     space=space.to_dict(), settings={
                         **definition.settings, "strategy_options": chosen.options(),
                         "source": _relative_to_cwd(definition.path),
-                        "artifacts": artifacts or default_artifacts(store, name)},
+                        "artifacts": artifacts or default_artifacts(store, name),
+                        "checkpoint_every": _checkpoint_setting(
+                            CheckpointEvery() if checkpoint_every is None else every)},
                     definition=definition.path, definition_hash=definition.source_hash,
                 )
                 return cls(store, record, chosen, definition, created=True)
@@ -156,7 +169,8 @@ class Study:
                     raise
                 return cls.create(name, definition=definition, storage=store,
                                   strategy=strategy, seed=seed, artifacts=artifacts,
-                                  load_if_exists=True, allow_changed_file=allow_changed_file)
+                                  load_if_exists=True, allow_changed_file=allow_changed_file,
+                                  checkpoint_every=checkpoint_every)
         changes = differences(record, definition, space, strategy_name(strategy),
                               chosen.options(), seed)
         if changes["fixed"] or (changes["file"] and not allow_changed_file):
@@ -174,6 +188,9 @@ class Study:
                 record.id, path=definition.path, source_hash=definition.source_hash,
                 space=space.to_dict(), settings=definition.settings,
                 change={"changes": changes["file"], "hash": definition.source_hash})
+        if checkpoint_every is not None:  # how a trial is kept safe, not what it computes
+            store.update_settings(record.id, {"checkpoint_every": _checkpoint_setting(every)})
+            record = store.study_by_id(record.id)
         return cls(store, record, chosen, definition)
 
     @classmethod

@@ -15,11 +15,12 @@ import socket
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tuner.artifacts import Artifacts, best_models
+from tuner.artifacts import Artifacts, best_models, resume_points
+from tuner.checkpointing import CheckpointEvery
 from tuner.definition import StudyDefinition, load_study_file
 from tuner.early_stop import Curves, early_stop_from_dict
 from tuner.errors import DefinitionError
@@ -28,7 +29,7 @@ from tuner.space import Space
 from tuner.states import TrialState
 from tuner.storage import Storage, StudyRecord, Trial
 from tuner.strategies import PBTSegment, trial_seed
-from workers.outcome import Outcome, TrialLost, run_objective
+from workers.outcome import CheckpointUnavailable, Outcome, TrialLost, run_objective
 
 log = logging.getLogger(__name__)
 
@@ -239,34 +240,53 @@ class Worker:
                 log.warning("trial %d was taken from worker %d; result dropped",
                             trial.number, worker_id)
                 return
+            except CheckpointUnavailable as exc:  # the store may be back for the next try
+                log.warning("trial %d goes back to the queue: %s", trial.number, exc)
+                self.storage.release_trial(trial.id, worker_id, reason=str(exc),
+                                           max_retries=study.settings.get("max_retries", 2))
+                return
             except Exception as exc:
                 final = isinstance(exc, (FailedTrialError, FatalError))
                 if attempt < attempts and not final and self.storage.restart_trial(
                         trial.id, worker_id):
                     log.info("trial %d failed (%s); attempt %d of %d", trial.number, exc,
                              attempt + 1, attempts)
+                    trial = replace(trial, checkpoint_epoch=None)  # it starts over
                     continue
                 log.info("trial %d failed: %s", trial.number, exc)
-                self.storage.finish_trial(
-                    trial.id, worker_id, TrialState.FAILED,
-                    error=traceback.format_exc()[-_MAX_ERROR:],
-                    attrs={"fatal": True} if isinstance(exc, FatalError) else None,
-                )
+                if self.storage.finish_trial(
+                        trial.id, worker_id, TrialState.FAILED,
+                        error=traceback.format_exc()[-_MAX_ERROR:],
+                        attrs={"fatal": True} if isinstance(exc, FatalError) else None):
+                    self._forget_checkpoints(study, trial)
                 return
         if len(outcome.space) > len(space):
             self.storage.update_space(study.id, outcome.space.to_dict())
         if outcome.value is None or not math.isfinite(outcome.value):
-            self.storage.finish_trial(
+            finished = self.storage.finish_trial(
                 trial.id, worker_id, TrialState.FAILED, params=outcome.params,
                 error=f"no finite value of {study.metric!r} was reported"
                       + (f" (got {outcome.value})" if outcome.value is not None else ""),
             )
-            return
-        state = TrialState.PRUNED if outcome.pruned else TrialState.COMPLETE
-        self.storage.finish_trial(
-            trial.id, worker_id, state, value=outcome.value,
-            best_epoch=outcome.best_epoch, params=outcome.params, attrs=outcome.attrs,
-        )
+        else:
+            finished = self.storage.finish_trial(
+                trial.id, worker_id, TrialState.PRUNED if outcome.pruned else TrialState.COMPLETE,
+                value=outcome.value, best_epoch=outcome.best_epoch, params=outcome.params,
+                attrs=outcome.attrs,
+            )
+        if finished:  # a trial taken from this worker keeps them for its next attempt
+            self._forget_checkpoints(study, trial)
+
+    @staticmethod
+    def _forget_checkpoints(study: StudyRecord, trial: Trial) -> None:
+        """A finished trial resumes no more: its checkpoints go (its best weights stay)."""
+        folder = study.settings.get("artifacts")
+        if folder and CheckpointEvery.from_settings(study.settings) is not None:
+            try:
+                resume_points(folder, trial.number).remove()
+            except Exception as exc:  # only disk space is at stake
+                log.warning("could not delete the checkpoints of trial %d: %s",
+                            trial.number, exc)
 
     def _train(self, context: _StudyContext, study: StudyRecord, space: Space, trial: Trial,
                worker_id: int) -> Outcome:
@@ -275,6 +295,7 @@ class Worker:
         if definition.objective is not None:
             return run_objective(definition.objective, space, trial.params,
                                  metric=study.metric, seed=seed)
+        from workers.resume import ResumePoint
         from workers.runner import SegmentRun, run_trial, run_tuner_trial
 
         def report(epoch: int, value: float | None, metrics: Any) -> bool:
@@ -286,9 +307,15 @@ class Worker:
         folder = study.settings.get("artifacts")
         best = (best_models(folder), trial.number) if folder else None
         should_stop = self._early_stop(study, trial.number)
-        pbt = None
+        pbt = resume = None
         if (segment := PBTSegment.of(trial)) is not None:  # a stretch of a PBT member
             pbt = SegmentRun(trial.number, segment, Artifacts(study.settings["artifacts"]))
+        elif folder and (every := CheckpointEvery.from_settings(study.settings)) is not None:
+            resume = ResumePoint(
+                store=resume_points(folder, trial.number), every=every,
+                epoch=trial.checkpoint_epoch,
+                saved=lambda epoch: self.storage.checkpoint_trial(trial.id, worker_id, epoch),
+                restart=lambda: self.storage.restart_trial(trial.id, worker_id))
         if definition.run_trial is not None:  # a KerasTuner Tuner's trial
             return run_tuner_trial(
                 definition, space, trial.params, number=trial.number, metric=study.metric,
@@ -297,5 +324,5 @@ class Worker:
         return run_trial(
             definition, context.data, space, trial.params, metric=study.metric,
             direction=study.direction, settings=study.settings, seed=seed, report=report,
-            should_stop=should_stop, pbt=pbt, best=best, grew=grew,
+            should_stop=should_stop, pbt=pbt, best=best, grew=grew, resume=resume,
         )

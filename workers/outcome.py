@@ -15,6 +15,10 @@ class TrialLost(Exception):
     """The worker's lease on the trial was taken away while it trained."""
 
 
+class CheckpointUnavailable(Exception):
+    """The artifact store could not be read: the trial goes back to the queue, retried."""
+
+
 @dataclass
 class Outcome:
     value: float | None

@@ -22,6 +22,7 @@ from tuner.storage import sign_of
 from tuner.strategies import PBTSegment
 from workers.checkpoints import load_checkpoint, save_best, save_checkpoint
 from workers.outcome import Outcome, TrialLost
+from workers.resume import CallbackState, ResumePoint, SaveCheckpoints, load
 
 # report(epoch, value, metrics) -> False when the trial is no longer this worker's.
 Report = Callable[[int, "float | None", Mapping[str, float]], bool]
@@ -122,13 +123,16 @@ def run_trial(
     metric: str, direction: str, settings: Mapping[str, Any], seed: int, report: Report,
     should_stop: Callable[[int], bool] | None = None, pbt: SegmentRun | None = None,
     best: tuple[Artifacts, int] | None = None, grew: Callable[[Space], None] | None = None,
+    resume: ResumePoint | None = None,
 ) -> Outcome:
     """Train one configuration; exceptions propagate and the caller marks the trial FAILED.
 
     With a `pbt` segment (population-based training) the model starts from a checkpoint,
     trains a few epochs on from there, is judged on its last epoch, and is checkpointed.
-    Otherwise its best epoch's weights go to `best` (a store and the trial's number).
-    `grew` hears of parameters the trial met that the space did not have, once fit starts.
+    Otherwise its best epoch's weights go to `best` (a store and the trial's number), and,
+    with a `resume` point, it checkpoints as it trains and goes on from the checkpoint an
+    earlier attempt left. `grew` hears of parameters the trial met that the space did not
+    have, once fit starts.
     """
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
@@ -143,6 +147,7 @@ def run_trial(
     keeper = BestWeights(metric, sign)
     callbacks: list[keras.callbacks.Callback] = [reporter]
     first_epoch, last_epoch = 0, settings["epochs"]
+    loaded = None  # a checkpoint an earlier attempt left
     if pbt is not None:
         first_epoch, last_epoch = pbt.segment.start, pbt.segment.end
         if pbt.segment.restore is not None:
@@ -151,11 +156,20 @@ def run_trial(
                 load_checkpoint(model, Path(folder))
     else:
         callbacks.append(keeper)
+        stopping = None
         if settings.get("patience"):
-            callbacks.append(keras.callbacks.EarlyStopping(
+            stopping = keras.callbacks.EarlyStopping(
                 monitor=metric, mode="max" if sign > 0 else "min",
                 patience=settings["patience"], restore_best_weights=True,
-            ))
+            )
+            callbacks.append(stopping)
+        if resume is not None:  # last: it saves what the others made of the epoch
+            state = CallbackState(reporter, keeper, stopping)
+            loaded = load(resume, model, state)
+            if loaded is not None:
+                first_epoch = (last_epoch if loaded["state"]["stopped"]
+                               else loaded["state"]["epoch"] + 1)
+            callbacks.append(SaveCheckpoints(resume, state, loaded))
     fit_args = dict(validation_data=validation, initial_epoch=first_epoch, epochs=last_epoch,
                     callbacks=callbacks, verbose=0)
     if definition.hypermodel is not None:
@@ -167,7 +181,7 @@ def run_trial(
     value, best_epoch = _best(reporter.values, sign)
     if pbt is not None:  # a member is as good as it is now, not as it once was
         value = next((v for v in reversed(reporter.values) if v is not None), None)
-        best_epoch = len(reporter.values) - 1 if reporter.values else None
+        best_epoch = pbt.segment.start + len(reporter.values) - 1 if reporter.values else None
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(model, Path(folder))
             pbt.artifacts.put(pbt.number, Path(folder))
@@ -177,10 +191,9 @@ def run_trial(
         value, best_epoch = float(returned), None
     elif isinstance(returned, Mapping):
         value, best_epoch = float(returned[metric]), None
-    if best_epoch is not None:
-        best_epoch += first_epoch
     return Outcome(value=value, best_epoch=best_epoch, params=dict(hp.values), space=hp.space,
-                   pruned=reporter.pruned)
+                   pruned=reporter.pruned,
+                   attrs={"resumed_at_epoch": first_epoch} if loaded is not None else None)
 
 
 class SegmentCheckpoint(keras.callbacks.Callback):

@@ -52,6 +52,9 @@ class TrialRow(Base):
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id", ondelete="SET NULL"))
     error: Mapped[str | None] = mapped_column(Text)
     attrs: Mapped[dict[str, Any] | None]  # what a strategy records on a trial (PBT lineage)
+    # The last epoch (from 0) its resumable checkpoint holds: a requeued trial keeps its
+    # epochs up to there and goes on from the next one.
+    checkpoint_epoch: Mapped[int | None] = mapped_column(Integer)
     queued_at: Mapped[float] = mapped_column(Double)
     started_at: Mapped[float | None] = mapped_column(Double)
     finished_at: Mapped[float | None] = mapped_column(Double)

@@ -92,12 +92,27 @@ def count_done(worker_id: int) -> Update:
 
 
 def restart(trial_id: int, worker_id: int) -> Update:
-    """The worker runs its trial again from the start (a retry after an error)."""
-    return TRIALS.update().where(owned(trial_id, worker_id)).values(epochs=0)
+    """The worker runs its trial again from the start (a retry after an error, or a
+    checkpoint it cannot use)."""
+    return (TRIALS.update().where(owned(trial_id, worker_id))
+            .values(epochs=0, checkpoint_epoch=None))
+
+
+def checkpointed(trial_id: int, worker_id: int, epoch: int) -> Update:
+    """The trial's checkpoint now holds epochs up to `epoch`: a requeue keeps those."""
+    return TRIALS.update().where(owned(trial_id, worker_id)).values(checkpoint_epoch=epoch)
 
 
 def forget_epochs(trial_id: int) -> Delete:
     return EPOCHS.delete().where(EPOCHS.c.trial_id == trial_id)
+
+
+def forget_unsaved_epochs(trial_id: int) -> Delete:
+    """The epochs past the trial's checkpoint (all of them without one): a requeued trial
+    trains them again."""
+    saved = (sa.select(sa.func.coalesce(TRIALS.c.checkpoint_epoch, -1))
+             .where(TRIALS.c.id == trial_id).scalar_subquery())
+    return EPOCHS.delete().where(EPOCHS.c.trial_id == trial_id, EPOCHS.c.epoch > saved)
 
 
 # -- lost workers ------------------------------------------------------------------------
@@ -117,9 +132,11 @@ def running_on(worker_id: int) -> Select:
 
 
 def requeue(trial_id: int, *, retry: bool) -> Update:
-    """RUNNING -> QUEUED, for any worker; a crash counts as a retry, a clean stop does not."""
+    """RUNNING -> QUEUED, for any worker, keeping the epochs its checkpoint holds; a crash
+    counts as a retry, a clean stop does not."""
     return (TRIALS.update().where(TRIALS.c.id == trial_id, TRIALS.c.state == RUNNING)
-            .values(state=QUEUED, worker_id=None, started_at=None, epochs=0,
+            .values(state=QUEUED, worker_id=None, started_at=None,
+                    epochs=sa.func.coalesce(TRIALS.c.checkpoint_epoch + 1, 0),
                     retries=TRIALS.c.retries + (1 if retry else 0)))
 
 

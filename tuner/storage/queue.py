@@ -111,7 +111,7 @@ class TrialQueue(Database):
                     trial_id, f"{reason}; gave up after {row.retries + 1} attempts"))
             else:
                 conn.execute(queries.requeue(trial_id, retry=max_retries is not None))
-                conn.execute(queries.forget_epochs(trial_id))
+                conn.execute(queries.forget_unsaved_epochs(trial_id))
             numbers.append(row.number)
         return numbers
 
@@ -145,15 +145,17 @@ class TrialQueue(Database):
         return None if row is None else trial_of(row)
 
     @retrying
-    def release_trial(self, trial_id: int, worker_id: int) -> None:
-        """Give back a claimed trial this worker cannot run (its study file is not here),
-        uncounted as a retry."""
+    def release_trial(self, trial_id: int, worker_id: int, *, reason: str = "released",
+                      max_retries: int | None = None) -> None:
+        """Give back a claimed trial this worker cannot run: uncounted as a retry (its
+        study file is not here), or counted when `max_retries` is given (its checkpoint
+        cannot be read now), and FAILED with `reason` past them."""
         with self._tx(write=True) as conn:
             owned = conn.execute(
                 sa.select(TRIALS.c.id).where(TRIALS.c.id == trial_id,
                                              TRIALS.c.worker_id == worker_id)
             ).scalars().all()
-            self._requeue(conn, owned, "released", None)
+            self._requeue(conn, owned, reason, max_retries)
 
     @retrying
     def report_epoch(
@@ -200,9 +202,17 @@ class TrialQueue(Database):
         return bool(done)
 
     @retrying
+    def checkpoint_trial(self, trial_id: int, worker_id: int, epoch: int) -> bool:
+        """Record that the trial's checkpoint holds its epochs up to `epoch` (call it once
+        the checkpoint is wholly written); False when the trial is no longer this worker's."""
+        with self._tx(write=True) as conn:
+            return bool(conn.execute(queries.checkpointed(trial_id, worker_id, epoch)).rowcount)
+
+    @retrying
     def restart_trial(self, trial_id: int, worker_id: int) -> bool:
-        """Forget the epochs of a RUNNING trial this worker runs again from its start (a
-        retry after an error); False when the trial is no longer this worker's."""
+        """Forget the epochs (and the checkpoint) of a RUNNING trial this worker runs again
+        from its start (a retry after an error, or a checkpoint it cannot use); False when
+        the trial is no longer this worker's."""
         with self._tx(write=True) as conn:
             owned = conn.execute(queries.restart(trial_id, worker_id)).rowcount
             if owned:

@@ -51,6 +51,7 @@ class Trial:
     started_at: float | None = None
     finished_at: float | None = None
     study_id: int | None = None
+    checkpoint_epoch: int | None = None  # the last epoch its resumable checkpoint holds
 
     @property
     def duration(self) -> float | None:

@@ -1,0 +1,23 @@
+"""Checkpointed trials: the last epoch a trial's resumable checkpoint holds.
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("trials") as batch:
+        batch.add_column(sa.Column("checkpoint_epoch", sa.Integer))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("trials") as batch:
+        batch.drop_column("checkpoint_epoch")
