@@ -168,12 +168,16 @@ def test_a_run_its_executor_refuses_leaves_nothing_behind(sqlite_url):
     (["--seed", "99999999999"], "seed: 99999999999 must be in [0, 2**31)"),
     (["--seed", "-1"], "must be in [0, 2**31)"),
     (["--name", "x" * 201], "1 to 200 characters"),
-    (["--strategy", "grid", "--mutable", "x"], None),  # a usage error: exit 2
+    (["--checkpoint-every", "soon"], "checkpoint_every: 'soon' is not an interval"),
+    (["--early-stop", "asha", "--promotion", "--checkpoint-every", "off"],
+     "promotion pauses trials at a checkpoint"),
+    (["--strategy", "grid", "--mutable", "x"], "--mutable goes with --strategy pbt"),
+    (["--early-stop", "median", "--promotion"], "--promotion goes with --early-stop asha"),
 ])
 def test_bad_run_options_are_one_clear_message(args, message, storage_url):
     result = run_cli("run", TRIVIAL, "--storage", storage_url, *args)
-    if message is None:
-        assert result.returncode == 2 and "--mutable goes with --strategy pbt" in result.stderr
+    if message.startswith("--"):  # a usage error: exit 2
+        assert result.returncode == 2 and message in result.stderr
         assert "Traceback" not in result.stderr
     else:
         one_line_error(result, message)

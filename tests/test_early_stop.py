@@ -148,3 +148,62 @@ def test_cli_early_stop_reaches_the_worker_processes(sqlite_url):
     assert study.record.settings["early_stop"] == ASHA().to_dict()
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4 + [TrialState.PRUNED]
     assert "PRUNED" in run.stdout
+
+
+def test_promotion_resumes_a_paused_trial_once_later_ones_rank_below_it():
+    rule = ASHA(min_epochs=1, reduction_factor=3, promotion=True)
+    assert early_stop_from_dict(rule.to_dict()) == rule
+    assert "promotion" not in ASHA().to_dict()  # the stored form of studies made before it
+    at_rung = {0: [0.9, 0.9, 0.9], 1: [0.8]}  # 1 paused at rung 1: only the best goes on
+    assert rule.promotions({1: 1}, curves(at_rung)) == []
+    worse = {n: [0.1] for n in range(2, 6)}  # six at the rung now: the top two go on
+    assert rule.promotions({1: 1, 2: 1, 3: 1}, curves({**at_rung, **worse})) == [1]
+    bands = Hyperband(promotion=True)
+    assert early_stop_from_dict(bands.to_dict()) == bands
+
+
+def test_promotion_pauses_at_rungs_and_resumes_the_promoted_from_their_checkpoint(
+        sqlite_url, tmp_path):
+    """A grid of a good learner, a slower one and four that cannot learn, one worker, the
+    run killed mid-bracket and resumed: every trial stops at a rung unless the rung's rule
+    let it on; the slower learner, paused at the first rung, is promoted once the hopeless
+    ones rank below it and goes on from its checkpoint; nothing is left paused."""
+    import os
+    import signal
+    import time
+
+    from tests.conftest import start_cli
+
+    args = ["run", str(STUDIES / "rungs.py"), "--storage", sqlite_url, "--trials", "6",
+            "--workers", "1", "--strategy", "grid"]
+    run = start_cli(*args)
+    deadline = time.monotonic() + 180
+    while True:
+        assert time.monotonic() < deadline, "no trial paused"
+        try:
+            counts = Study.load("rungs", storage=sqlite_url).counts()
+        except Exception:  # not created yet
+            counts = {}
+        if counts.get(TrialState.PAUSED, 0) >= 2:
+            break
+        time.sleep(0.1)
+    os.killpg(run.pid, signal.SIGKILL)  # the coordinator and its worker, mid-bracket
+    run.communicate(timeout=60)
+    resumed = start_cli(*args)
+    _, stderr = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, stderr
+
+    study = Study.load("rungs", storage=sqlite_url)
+    trials = {t.params["lr"]: t for t in study.trials}
+    assert len(trials) == 6 and study.counts()[TrialState.PAUSED] == 0
+    assert all(t.epochs in (2, 4, 8) for t in trials.values())  # rungs 2 and 4, or the end
+    best, slower = trials[3e-2], trials[1e-2]
+    assert best.state == TrialState.COMPLETE and best.epochs == 8
+    # Paused at the first rung behind the best, promoted once the hopeless ones ranked
+    # below it, on from its checkpoint to the end.
+    assert slower.state == TrialState.COMPLETE and slower.epochs == 8
+    assert "resumed_at_epoch" in slower.attrs
+    curve = [e["epoch"] for e in study.storage.epochs([slower.id])[slower.id]]
+    assert curve == list(range(slower.epochs))  # one curve across the pause
+    hopeless = [t for lr, t in trials.items() if lr < 1e-6]
+    assert all(t.state == TrialState.PRUNED and t.epochs < 8 for t in hopeless)

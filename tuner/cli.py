@@ -28,7 +28,7 @@ from tuner.display import (
     trials_table,
     workers_table,
 )
-from tuner.early_stop import RULES
+from tuner.early_stop import RULES, make_early_stop
 from tuner.errors import NoTunerDatabase, TunerError
 from tuner.executors import make_executor
 from tuner.states import TrialState
@@ -98,6 +98,10 @@ def run(
     early_stop: Annotated[EarlyStopRule | None, typer.Option(
         help="Stop poor trials early, judged against the other trials.",
         show_default="the file's; a resumed study keeps its own")] = None,
+    promotion: Annotated[bool, typer.Option(
+        "--promotion", help="With --early-stop asha or hyperband: pause a trial at a rung, "
+        "checkpointed, and resume it when later trials rank it among the best, rather than "
+        "stop it for good.")] = False,
     mutable: Annotated[str | None, typer.Option(
         metavar="NAME,NAME", help="With --strategy pbt: the parameters it explores.",
         show_default="those marked mutable=True")] = None,
@@ -131,6 +135,11 @@ def run(
         raise typer.BadParameter("--per-gpu and --gpus-per-trial go with --ray "
                                  "(a `tuner worker` agent takes --per-gpu too)")
     chosen: str | PBT | None = strategy.value if strategy else None
+    rule = make_early_stop(early_stop.value) if early_stop else None
+    if promotion:
+        if rule is None or "promotion" not in getattr(rule, "__dataclass_fields__", {}):
+            raise typer.BadParameter("--promotion goes with --early-stop asha or hyperband")
+        rule = replace(rule, promotion=True)
     if mutable is not None:
         if strategy != Strategy.pbt:
             raise typer.BadParameter("--mutable goes with --strategy pbt")
@@ -139,7 +148,7 @@ def run(
     with captured_stderr():  # TensorFlow's start-up chatter, unless the import fails
         study = Study.create(name, definition=study_file, storage=storage, strategy=chosen,
                              seed=seed, epochs=epochs,
-                             early_stop=early_stop.value if early_stop else None,
+                             early_stop=rule,
                              artifacts=artifacts, load_if_exists=True,
                              allow_changed_file=allow_changed_file,
                              checkpoint_every=checkpoint_every)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from tuner.artifacts import KeptModels, best_models
 from tuner.definition import StudyDefinition
+from tuner.early_stop import EarlyStop, early_stop_from_dict, read_curves
 from tuner.errors import StudyNotFound, TunerError
 from tuner.executors import Executor
 from tuner.processes import alive, release_dead_local_workers
@@ -28,6 +29,7 @@ from tuner.strategies import WAIT, Proposal, Strategy
 from tuner.strategies.base import lacking
 
 log = logging.getLogger(__name__)
+WAITING = UNFINISHED | {TrialState.PAUSED}  # trials with more to do, shown as progress
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +134,7 @@ class Coordinator:
         self.strategy.start(space, direction=study.direction, seed=study.seed, trials=history,
                             settings=study.settings)
         budget = self.budget = self.strategy.trial_budget(self.budget)
-        in_flight = {t.number: t.id for t in history if not t.state.is_finished()}
+        in_flight = {t.number: t.id for t in history if t.state in UNFINISHED}
         self._complete_queued(in_flight, space)  # queued before the space last grew
         # Finished trials are counted as they are collected: no query grows with the study.
         finished_counts = Counter(t.state for t in history if t.state.is_finished())
@@ -147,6 +149,8 @@ class Coordinator:
         housekeeping = 0.0
         pause = options.poll_interval
 
+        rule = early_stop_from_dict(study.settings.get("early_stop"))
+        promoting = rule if rule is not None and rule.promotion else None
         try:
             self.executor.start(storage, study, definition)
         except BaseException:
@@ -157,8 +161,10 @@ class Coordinator:
                 # Finished trials count once told to the strategy, so the budget never ends
                 # the run before the strategy has heard of every trial it counts.
                 finished = self._collect(in_flight)
-                unfinished = storage.counts(study.id, states=UNFINISHED)
                 due = time.monotonic() >= housekeeping
+                if promoting is not None and (finished or due or not in_flight):
+                    self._promote(promoting, in_flight, budget, exhausted)
+                unfinished = storage.counts(study.id, states=WAITING)
                 # Trials grow the space as they meet parameters, and workers store it then:
                 # queued trials need values for them, and a grid may have more to try.
                 if finished or due:
@@ -246,16 +252,33 @@ class Coordinator:
                     log.debug("trial %d was claimed before it was completed", trial.number)
 
     def _collect(self, in_flight: dict[int, int]) -> list[Trial]:
-        """The trials of ours that finished since the last look."""
+        """The trials of ours that finished since the last look (those paused at a rung
+        leave the flight too, unannounced: they finish later, or are promoted)."""
         if not in_flight:
             return []
         # By primary key alone: a filter on the study or state would walk the index
         # entries of every finished trial, and those grow with the study.
         trials = [t for t in self.storage.trials_by_id(in_flight.values())
-                  if t.state.is_finished()]
+                  if t.state.is_finished() or t.state == TrialState.PAUSED]
         for trial in trials:
             del in_flight[trial.number]
-        return trials
+        return [t for t in trials if t.state.is_finished()]
+
+    def _promote(self, rule: EarlyStop, in_flight: dict[int, int], budget: int,
+                 exhausted: bool) -> None:
+        """Queue again the paused trials the rule promotes by the curves as they are now;
+        once no trial is left to start or run, prune those no rung will promote."""
+        paused = self.storage.trials(self.study.id, states=[TrialState.PAUSED])
+        if not paused:
+            return
+        curves = read_curves(self.storage, self.study)
+        numbers = rule.promotions({t.number: t.epochs for t in paused}, curves)
+        for trial in self.storage.promote_trials(self.study.id, numbers):
+            in_flight[trial.number] = trial.id
+            log.info("trial %d promoted at epoch %d", trial.number, trial.epochs)
+        if not in_flight and (exhausted or self._next_number >= budget):
+            self.storage.prune_paused(self.study.id)
+            in_flight.update((t.number, t.id) for t in paused)  # collected as PRUNED
 
     def _top_up(self, in_flight: dict[int, int], space: Space, slots: int) -> int | None:
         """Queue new trials up to the workers plus a margin; returns how many were

@@ -50,7 +50,7 @@ def make_console(*, stderr: bool = False) -> Console:
 
 STATE_STYLES = {
     TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.FAILED: "red",
-    TrialState.RUNNING: "cyan", TrialState.QUEUED: "dim",
+    TrialState.RUNNING: "cyan", TrialState.QUEUED: "dim", TrialState.PAUSED: "magenta",
 }
 
 
@@ -84,6 +84,8 @@ def progress_view(progress: Progress) -> Group:
         Text(f"{counts[TrialState.RUNNING]} running", style="cyan"),
         Text(f"{counts[TrialState.FAILED]} failed", style="red"),
         Text(f"{counts[TrialState.PRUNED]} pruned", style="yellow"),
+        *([Text(f"{counts[TrialState.PAUSED]} paused", style="magenta")]
+          if counts.get(TrialState.PAUSED) else []),
     )
     best = progress.best
     best_text = (f"best {study.metric} {arrow(study)} {fmt(best.value)} (trial {best.number})"

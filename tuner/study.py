@@ -147,6 +147,12 @@ class Study:
             definition = replace(definition, early_stop=early_stop)
         strategy = strategy or "bayes"
         chosen = chosen or make_strategy(strategy)
+        checkpoints = every if checkpoint_every is not None else (
+            CheckpointEvery() if record is None else CheckpointEvery.from_settings(record.settings))
+        if definition.early_stop is not None and definition.early_stop.promotion and (
+                checkpoints is None):
+            raise ValueError("early_stop: promotion pauses trials at a checkpoint, so it "
+                             "needs checkpoints (checkpoint_every, not off)")
         space = discover_space(definition)
         if record is None:
             chosen.check(space)  # a refused run leaves nothing behind

@@ -22,7 +22,7 @@ from typing import Any
 from tuner.artifacts import Artifacts, best_models, resume_points
 from tuner.checkpointing import CheckpointEvery
 from tuner.definition import StudyDefinition, load_study_file
-from tuner.early_stop import Curves, early_stop_from_dict
+from tuner.early_stop import EarlyStop, early_stop_from_dict, read_curves
 from tuner.errors import DefinitionError
 from tuner.keras_tuner.errors import FailedTrialError, FatalError
 from tuner.space import Space
@@ -210,18 +210,14 @@ class Worker:
             return True
         return False
 
-    def _early_stop(self, study: StudyRecord, number: int) -> Callable[[int], bool] | None:
+    def _early_stop(self, rule: EarlyStop | None, study: StudyRecord,
+                    number: int) -> Callable[[int], bool] | None:
         """The study's rule for stopping trials early, asked after each epoch is stored."""
-        rule = early_stop_from_dict(study.settings.get("early_stop"))
         if rule is None:
             return None
 
         def should_stop(epochs_done: int) -> bool:
-            values, finished = self.storage.curves(study.id)
-            signed = {n: [None if v is None else study.sign * v for v in curve]
-                      for n, curve in values.items()}
-            curves = Curves(signed, finished, study.settings["epochs"], study.seed)
-            return rule.should_stop(number, epochs_done, curves)
+            return rule.should_stop(number, epochs_done, read_curves(self.storage, study))
 
         return should_stop
 
@@ -262,6 +258,10 @@ class Worker:
                 return
         if len(outcome.space) > len(space):
             self.storage.update_space(study.id, outcome.space.to_dict())
+        if outcome.paused:  # waits at its rung, checkpoint kept, until promoted
+            self.storage.pause_trial(trial.id, worker_id, value=outcome.value,
+                                     best_epoch=outcome.best_epoch, attrs=outcome.attrs)
+            return
         if outcome.value is None or not math.isfinite(outcome.value):
             finished = self.storage.finish_trial(
                 trial.id, worker_id, TrialState.FAILED, params=outcome.params,
@@ -306,7 +306,8 @@ class Worker:
 
         folder = study.settings.get("artifacts")
         best = (best_models(folder), trial.number) if folder else None
-        should_stop = self._early_stop(study, trial.number)
+        rule = early_stop_from_dict(study.settings.get("early_stop"))
+        should_stop = self._early_stop(rule, study, trial.number)
         pbt = resume = None
         if (segment := PBTSegment.of(trial)) is not None:  # a stretch of a PBT member
             pbt = SegmentRun(trial.number, segment, Artifacts(study.settings["artifacts"]))
@@ -315,7 +316,8 @@ class Worker:
                 store=resume_points(folder, trial.number), every=every,
                 epoch=trial.checkpoint_epoch,
                 saved=lambda epoch: self.storage.checkpoint_trial(trial.id, worker_id, epoch),
-                restart=lambda: self.storage.restart_trial(trial.id, worker_id))
+                restart=lambda: self.storage.restart_trial(trial.id, worker_id),
+                pauses=rule is not None and rule.promotion)
         if definition.run_trial is not None:  # a KerasTuner Tuner's trial
             return run_tuner_trial(
                 definition, space, trial.params, number=trial.number, metric=study.metric,

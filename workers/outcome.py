@@ -26,6 +26,7 @@ class Outcome:
     params: dict[str, Any]
     space: Space = field(default_factory=Space)
     pruned: bool = False
+    paused: bool = False  # at a rung, checkpointed, until the coordinator promotes it
     attrs: dict[str, Any] | None = None  # recorded on the trial (each execution's curve)
 
 

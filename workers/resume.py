@@ -38,13 +38,15 @@ class ResumePoint:
     """A trial's checkpoints: where they live, how often one is saved, the epoch of the
     one to resume from (None: start at epoch 0), and the database's side: `saved(epoch)`
     records a whole checkpoint (False: the trial is no longer this worker's), `restart()`
-    forgets the stored epochs of a checkpoint that cannot be used."""
+    forgets the stored epochs of a checkpoint that cannot be used. With `pauses`, a trial
+    the study's early-stop rule stops is checkpointed there, to be promoted later."""
 
     store: Artifacts
     every: CheckpointEvery
     epoch: int | None
     saved: Callable[[int], bool]
     restart: Callable[[], bool]
+    pauses: bool = False
 
 
 def fingerprint(model: keras.Model) -> str:
@@ -60,12 +62,15 @@ class CallbackState:
     def __init__(self, reporter: Any, keeper: Any, early_stopping: Any) -> None:
         self.reporter, self.keeper, self.early_stopping = reporter, keeper, early_stopping
 
-    def capture(self, epoch: int, model: keras.Model) -> tuple[dict[str, Any], dict[str, Any]]:
+    def capture(self, epoch: int, model: keras.Model, *,
+                pausing: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The state after `epoch`; `pausing`: stopped only until promoted, so a resume
+        trains on."""
         arrays: dict[str, Any] = {}
         state: dict[str, Any] = {"epoch": epoch, "fingerprint": fingerprint(model),
                                  "values": self.reporter.values, "logs": self.reporter.logs,
-                                 "pruned": self.reporter.pruned,
-                                 "stopped": bool(model.stop_training)}
+                                 "pruned": self.reporter.pruned and not pausing,
+                                 "stopped": bool(model.stop_training) and not pausing}
         if self.keeper is not None and self.keeper.weights is not None:
             state["keeper"] = {"value": self.keeper.value, "weights": len(self.keeper.weights)}
             arrays.update({f"keeper_{i}": w for i, w in enumerate(self.keeper.weights)})
@@ -156,9 +161,11 @@ class SaveCheckpoints(keras.callbacks.Callback):
             self.state.restore_early_stopping(self.loaded["state"], self.loaded["arrays"])
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if not self.point.every.due(epoch - self.last_epoch, time.monotonic() - self.last_time):
+        pausing = self.point.pauses and self.state.reporter.pruned
+        if not pausing and not self.point.every.due(epoch - self.last_epoch,
+                                                    time.monotonic() - self.last_time):
             return
-        state, arrays = self.state.capture(epoch, self.model)
+        state, arrays = self.state.capture(epoch, self.model, pausing=pausing)
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp)

@@ -147,7 +147,7 @@ def run_trial(
     keeper = BestWeights(metric, sign)
     callbacks: list[keras.callbacks.Callback] = [reporter]
     first_epoch, last_epoch = 0, settings["epochs"]
-    loaded = None  # a checkpoint an earlier attempt left
+    loaded = saver = None  # a checkpoint an earlier attempt left; the one saving this one's
     if pbt is not None:
         first_epoch, last_epoch = pbt.segment.start, pbt.segment.end
         if pbt.segment.restore is not None:
@@ -169,7 +169,8 @@ def run_trial(
             if loaded is not None:
                 first_epoch = (last_epoch if loaded["state"]["stopped"]
                                else loaded["state"]["epoch"] + 1)
-            callbacks.append(SaveCheckpoints(resume, state, loaded))
+            saver = SaveCheckpoints(resume, state, loaded)
+            callbacks.append(saver)
     fit_args = dict(validation_data=validation, initial_epoch=first_epoch, epochs=last_epoch,
                     callbacks=callbacks, verbose=0)
     if definition.hypermodel is not None:
@@ -191,8 +192,11 @@ def run_trial(
         value, best_epoch = float(returned), None
     elif isinstance(returned, Mapping):
         value, best_epoch = float(returned[metric]), None
+    # Stopped at a rung of a rule by promotion, with its checkpoint there: it waits.
+    paused = (reporter.pruned and saver is not None and saver.point.pauses
+              and saver.last_epoch == len(reporter.values) - 1)
     return Outcome(value=value, best_epoch=best_epoch, params=dict(hp.values), space=hp.space,
-                   pruned=reporter.pruned,
+                   pruned=reporter.pruned and not paused, paused=paused,
                    attrs={"resumed_at_epoch": first_epoch} if loaded is not None else None)
 
 

@@ -14,7 +14,8 @@ from tuner.states import TrialState
 
 MAX_POINTS = 5000  # scatter points drawn at most; the best-so-far curve keeps every step
 _COLORS = {TrialState.COMPLETE.value: "#1f77b4", TrialState.PRUNED.value: "#ff7f0e",
-           TrialState.FAILED.value: "#d62728", TrialState.RUNNING.value: "#2ca02c"}
+           TrialState.FAILED.value: "#d62728", TrialState.RUNNING.value: "#2ca02c",
+           TrialState.PAUSED.value: "#9467bd"}
 _DASH = {TrialState.PRUNED.value: "dash", TrialState.FAILED.value: "dot"}
 
 

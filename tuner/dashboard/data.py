@@ -208,7 +208,8 @@ def curves(storage: Storage, study: StudyRecord) -> list[dict[str, Any]]:
                               limit=CURVES // 2)[1]
     latest = storage.trial_page(
         study.id, sort="number", descending=True,
-        states=[TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED, TrialState.RUNNING],
+        states=[TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED, TrialState.RUNNING,
+                TrialState.PAUSED],
         limit=CURVES)[1]
     chosen = {t.id: t for t in [*best, *latest]}
     chosen = dict(list(chosen.items())[:CURVES])

@@ -7,7 +7,7 @@ from typing import Any
 from tuner.early_stop._asha import ASHA, promotable, rungs
 from tuner.early_stop._hyperband import Hyperband, bracket_of, bracket_weights
 from tuner.early_stop._median import MedianStop
-from tuner.early_stop.base import Curves, EarlyStop, best_so_far
+from tuner.early_stop.base import Curves, EarlyStop, best_so_far, read_curves
 
 RULES: dict[str, type[EarlyStop]] = {r.name: r for r in (MedianStop, ASHA, Hyperband)}
 
@@ -32,4 +32,4 @@ def early_stop_from_dict(data: dict[str, Any] | None) -> EarlyStop | None:
 
 __all__ = ["ASHA", "Curves", "EarlyStop", "Hyperband", "MedianStop", "RULES", "best_so_far",
            "bracket_of", "bracket_weights", "early_stop_from_dict", "make_early_stop",
-           "promotable", "rungs"]
+           "promotable", "read_curves", "rungs"]

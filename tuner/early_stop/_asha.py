@@ -41,11 +41,14 @@ def asha_should_stop(number: int, epochs_done: int, curves: Curves, *, min_epoch
 @dataclass(frozen=True)
 class ASHA(EarlyStop):
     """Asynchronous successive halving (Li et al. 2018): at epochs r, r*eta, r*eta^2, ...
-    a trial goes on only if it is in the top 1/eta of the trials that reached that rung."""
+    a trial goes on only if it is in the top 1/eta of the trials that reached that rung.
+    It is stopped for good, or, with `promotion`, paused there with its checkpoint until
+    later arrivals rank it among the top 1/eta (the paper's promotion type)."""
 
     min_epochs: int = 1
     reduction_factor: int = 3
     max_epochs: int | None = None  # the study's epochs unless set
+    promotion: bool = False  # pause at a rung and resume when promoted
     name = "asha"
 
     def __post_init__(self) -> None:

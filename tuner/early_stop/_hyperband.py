@@ -32,6 +32,7 @@ class Hyperband(EarlyStop):
 
     min_epochs: int = 1
     reduction_factor: int = 3
+    promotion: bool = False  # pause at a rung and resume when promoted
     name = "hyperband"
 
     def __post_init__(self) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from tuner.storage import Storage, StudyRecord
 
 Curve = Sequence[float | None]
 
@@ -38,5 +41,26 @@ class EarlyStop(ABC):
     def should_stop(self, number: int, epochs_done: int, curves: Curves) -> bool:
         """True if trial `number`, having finished `epochs_done` epochs, should stop now."""
 
+    #: stop by pausing at a rung (checkpointed) rather than for good: `promotions` then
+    #: resumes the paused trials the rung's rule lets go on as other trials arrive
+    promotion: bool = False
+
+    def promotions(self, paused: Mapping[int, int], curves: Curves) -> list[int]:
+        """Which paused trials (number -> epochs done) may go on now: those the rule
+        would no longer stop at the rung where they paused, by the curves as they are."""
+        return sorted(n for n, epochs in paused.items()
+                      if not self.should_stop(n, epochs, curves))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self)}  # type: ignore[call-overload]
+        fields = asdict(self)  # type: ignore[call-overload]
+        if not fields.get("promotion", True):  # as studies stored before it existed
+            del fields["promotion"]
+        return {"name": self.name, **fields}
+
+
+def read_curves(storage: Storage, study: StudyRecord) -> Curves:
+    """The study's curves as a rule reads them: signed so that higher is better."""
+    values, finished = storage.curves(study.id)
+    signed = {n: [None if v is None else study.sign * v for v in curve]
+              for n, curve in values.items()}
+    return Curves(signed, finished, study.settings["epochs"], study.seed)

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Double, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tuner.states import TrialState
 
 
 class Base(DeclarativeBase):
@@ -38,6 +50,8 @@ class TrialRow(Base):
         Index("ix_trials_study_state", "study_id", "state", "number"),
         Index("ix_trials_state_study", "state", "study_id", "number"),  # claims of any study
         Index("ix_trials_worker", "worker_id"),
+        CheckConstraint(f"state IN ({', '.join(repr(s.value) for s in TrialState)})",
+                        name="ck_trials_state"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -20,7 +20,8 @@ from tuner.states import TrialState
 from tuner.storage.clock import db_now
 from tuner.storage.models import EPOCHS, STUDIES, TRIALS, WORKERS
 
-QUEUED, RUNNING = TrialState.QUEUED.value, TrialState.RUNNING.value
+QUEUED, RUNNING, PAUSED = (TrialState.QUEUED.value, TrialState.RUNNING.value,
+                           TrialState.PAUSED.value)
 
 
 # -- the queue ---------------------------------------------------------------------------
@@ -113,6 +114,29 @@ def forget_unsaved_epochs(trial_id: int) -> Delete:
     saved = (sa.select(sa.func.coalesce(TRIALS.c.checkpoint_epoch, -1))
              .where(TRIALS.c.id == trial_id).scalar_subquery())
     return EPOCHS.delete().where(EPOCHS.c.trial_id == trial_id, EPOCHS.c.epoch > saved)
+
+
+# -- early stopping by promotion -----------------------------------------------------------
+def pause(trial_id: int, worker_id: int, value: float | None, best_epoch: int | None,
+          attrs: Mapping[str, Any] | None) -> Update:
+    """RUNNING -> PAUSED at a rung: no worker holds it; its epochs and checkpoint stay."""
+    values = dict(state=PAUSED, worker_id=None, value=value, best_epoch=best_epoch)
+    return (TRIALS.update().where(owned(trial_id, worker_id))
+            .values(**values, **({"attrs": dict(attrs)} if attrs else {})))
+
+
+def promote(study_id: int, numbers: Iterable[int]) -> Update:
+    """PAUSED -> QUEUED: it resumes from its checkpoint on whichever worker claims it."""
+    return (TRIALS.update()
+            .where(TRIALS.c.study_id == study_id, TRIALS.c.number.in_(list(numbers)),
+                   TRIALS.c.state == PAUSED)
+            .values(state=QUEUED, started_at=None))
+
+
+def prune_paused(study_id: int) -> Update:
+    """PAUSED -> PRUNED: the budget is spent and no rung will promote them now."""
+    return (TRIALS.update().where(TRIALS.c.study_id == study_id, TRIALS.c.state == PAUSED)
+            .values(state=TrialState.PRUNED.value, finished_at=db_now()))
 
 
 # -- lost workers ------------------------------------------------------------------------

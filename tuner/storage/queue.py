@@ -193,9 +193,7 @@ class TrialQueue(Database):
             values["params"] = dict(params)
         with self._tx(write=True) as conn:
             if attrs:
-                stored = conn.execute(sa.select(TRIALS.c.attrs).where(TRIALS.c.id == trial_id)
-                                      ).scalar()
-                values["attrs"] = {**(stored or {}), **attrs}
+                values["attrs"] = self._merged_attrs(conn, trial_id, attrs)
             done = conn.execute(queries.finish(trial_id, worker_id, values)).rowcount
             if done:
                 conn.execute(queries.count_done(worker_id))
@@ -207,6 +205,46 @@ class TrialQueue(Database):
         the checkpoint is wholly written); False when the trial is no longer this worker's."""
         with self._tx(write=True) as conn:
             return bool(conn.execute(queries.checkpointed(trial_id, worker_id, epoch)).rowcount)
+
+    @retrying
+    def pause_trial(self, trial_id: int, worker_id: int, *, value: float | None = None,
+                    best_epoch: int | None = None,
+                    attrs: Mapping[str, Any] | None = None) -> bool:
+        """RUNNING -> PAUSED at a rung (its checkpoint saved), only if this worker still
+        holds the trial; `value` is its best so far, `attrs` are added to the trial's."""
+        with self._tx(write=True) as conn:
+            merged = self._merged_attrs(conn, trial_id, attrs)
+            return bool(conn.execute(queries.pause(
+                trial_id, worker_id, _finite(value), best_epoch, merged)).rowcount)
+
+    @staticmethod
+    def _merged_attrs(conn: Connection, trial_id: int,
+                      attrs: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The trial's attrs with `attrs` added (None: nothing to add)."""
+        if not attrs:
+            return None
+        stored = conn.execute(sa.select(TRIALS.c.attrs).where(TRIALS.c.id == trial_id)).scalar()
+        return {**(stored or {}), **attrs}
+
+    @retrying
+    def promote_trials(self, study_id: int, numbers: Iterable[int]) -> list[Trial]:
+        """PAUSED -> QUEUED for these trials of the study: those promoted (a trial not
+        PAUSED any more is left as it is)."""
+        numbers = list(numbers)
+        if not numbers:
+            return []
+        with self._tx(write=True) as conn:
+            conn.execute(queries.promote(study_id, numbers))
+            rows = conn.execute(sa.select(TRIALS).where(
+                TRIALS.c.study_id == study_id, TRIALS.c.number.in_(numbers),
+                TRIALS.c.state == TrialState.QUEUED.value)).all()
+        return [trial_of(row) for row in rows]
+
+    @retrying
+    def prune_paused(self, study_id: int) -> int:
+        """PAUSED -> PRUNED for every paused trial of the study; how many."""
+        with self._tx(write=True) as conn:
+            return conn.execute(queries.prune_paused(study_id)).rowcount
 
     @retrying
     def restart_trial(self, trial_id: int, worker_id: int) -> bool:

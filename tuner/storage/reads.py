@@ -190,9 +190,10 @@ class Reads(Database):
 
     @retrying
     def curves(self, study_id: int) -> tuple[dict[int, list[float | None]], frozenset[int]]:
-        """Per-epoch values of the study's running and finished (not failed) trials, by
-        trial number, and the numbers of those that are finished: what early stopping reads."""
-        live = (TrialState.RUNNING.value, TrialState.COMPLETE.value, TrialState.PRUNED.value)
+        """Per-epoch values of the study's trials but the failed ones (a queued trial has
+        epochs when it was promoted or requeued with a checkpoint), by trial number, and the
+        numbers of those that are finished: what early stopping reads."""
+        live = [s.value for s in TrialState if s != TrialState.FAILED]
         with self._tx() as conn:
             rows = conn.execute(
                 sa.select(TRIALS.c.number, TRIALS.c.state, EPOCHS.c.epoch, EPOCHS.c.value)
@@ -202,9 +203,10 @@ class Reads(Database):
             ).all()
         values: dict[int, list[float | None]] = {}
         finished = set()
+        ended = (TrialState.COMPLETE.value, TrialState.PRUNED.value)
         for number, state, _epoch, value in rows:
             values.setdefault(number, []).append(value)
-            if state != TrialState.RUNNING.value:
+            if state in ended:
                 finished.add(number)
         return values, frozenset(finished)
 
