@@ -11,9 +11,9 @@ from sklearn.datasets import load_digits
 from tuner import Float, Space
 
 metric = "val_accuracy"
-epochs = 40
+epochs = 24
 batch_size = 300
-patience = 30
+patience = 20
 
 space = Space(learning_rate=Float(1e-3, 1e-2, log=True))
 
