@@ -73,11 +73,15 @@ def test_pbt_needs_mutable_parameters_and_sane_options():
 
 @pytest.fixture(scope="module")
 def population(tmp_path_factory):
-    """4 members, 2-epoch intervals, 6 epochs, trained for real in this process."""
+    """4 members, 2-epoch intervals, 6 epochs, trained for real in this process (one
+    worker); `study.builds` counts the models its file built."""
     folder = tmp_path_factory.mktemp("pbt")
     study = Study.create(definition=STUDIES / "pbt_digits.py", storage=f"sqlite:///{folder}/t.db",
                          strategy="pbt", seed=3, artifacts=str(folder / "artifacts"))
-    study.optimize(trials=4, executor=InProcess())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNER_TEST_BUILD_LOG", str(folder / "builds"))
+        study.optimize(trials=4, executor=InProcess())
+    study.builds = len((folder / "builds").read_text().splitlines())
     return study
 
 
@@ -115,6 +119,74 @@ def test_exploit_copies_a_better_member_and_explore_changes_the_live_optimizer(p
         rival = next(t for t in population.trials if t.attrs["member"] == child.attrs["member"]
                      and t.attrs["generation"] == child.attrs["generation"] - 1)
         assert rival.value <= parent.value  # it copied from a better member
+
+
+@pytest.mark.slow
+def test_a_member_s_next_segments_train_on_its_live_model(population):
+    """One worker holds every member's model: a member that goes on with its own values
+    builds nothing; one that exploits builds one model, to compare (a same-shaped live model
+    takes the copied checkpoint and the explored values in place) or to train (another
+    shape)."""
+    later = [t for t in population.trials if t.attrs["generation"] > 0]
+    copies = [t for t in later if t.attrs["copied_from"] is not None]
+    assert all(t.attrs["model"] == "live" for t in later if t not in copies)
+    assert population.builds == 4 + len(copies)  # the first segments', one per exploit
+    first = {t.attrs["member"]: t for t in population.trials if t.attrs["generation"] == 0}
+    for child in copies:  # live exactly when its shape stayed
+        same_shape = child.params["units"] == first[child.attrs["member"]].params["units"]
+        assert child.attrs["model"] == ("live" if same_shape else "built")
+    assert {t.attrs["model"] for t in copies} == {"live", "built"}  # both kinds were met
+
+
+def test_explored_values_go_into_the_live_model_in_place():
+    import keras
+
+    from workers.live_models import LiveModel, model_for
+
+    def build(units=8, dropout=0.1, learning_rate=0.01, optimizer=keras.optimizers.Adam):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units),
+                                  keras.layers.Dropout(dropout), keras.layers.Dense(2)])
+        model.compile(optimizer=optimizer(learning_rate), loss="mse")
+        return model
+
+    live = LiveModel(build(), {"units": 8, "dropout": 0.1, "lr": 0.01}, number=0)
+    x, y = np.random.rand(16, 4), np.random.rand(16, 2)
+    live.model.fit(x, y, verbose=0)
+    kernel = keras.ops.convert_to_numpy(live.model.layers[0].kernel)
+    explored = {"units": 8, "dropout": 0.3, "lr": 0.012}
+    model = model_for(live, explored, lambda: build(dropout=0.3, learning_rate=0.012))
+    assert model is live.model and live.params == explored
+    assert model.layers[1].rate == 0.3
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.012)
+    assert model.train_function is None  # retraced with the new rate
+    assert np.array_equal(keras.ops.convert_to_numpy(model.layers[0].kernel), kernel)
+    model.fit(x, y, verbose=0)  # and trains on
+    assert model_for(live, dict(explored), lambda: pytest.fail("built")) is model
+    for other in (build(units=16), build(optimizer=keras.optimizers.SGD)):
+        assert model_for(live, {"units": 16}, lambda: other) is other  # a model of its own
+        assert live.params == explored and live.model.layers[1].rate == 0.3
+
+
+def test_a_worker_keeps_its_most_recent_live_models_within_bounds():
+    import keras
+
+    from workers.live_models import LiveModel, LiveModels
+
+    def live(number):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(250)])  # 1250 numbers
+        return LiveModel(model, {}, number)
+
+    models = LiveModels(max_models=3, max_bytes=3 * 5000)
+    for member in range(4):
+        models.keep(7, member, live(member))
+    assert models.members() == {7: [1, 2, 3]}  # the least recently kept went
+    assert models.take(7, 2).number == 2 and models.take(7, 2) is None  # taken, not shared
+    models.keep(8, 0, live(9))
+    models.keep(8, 1, live(10))
+    assert models.members() == {7: [3], 8: [0, 1]}
+    models.max_bytes = 2 * 5000
+    models.keep(8, 2, live(11))
+    assert models.members() == {8: [1, 2]}  # past the bytes: down to what fits
 
 
 @pytest.mark.slow

@@ -260,6 +260,25 @@ def test_workers_report_the_study_and_number_of_the_trial_they_run(storage_url):
     assert finished == {busy: (None, None, 1), idle: (None, None, 0)}
 
 
+def test_a_worker_prefers_the_segments_of_the_pbt_members_it_holds(storage_url):
+    storage = Storage(storage_url)
+    pbt, other = make_study(storage, "pbt"), make_study(storage, "other")
+    storage.enqueue_trial(other.id, 0, {"x": 0}, attrs={"member": 3})
+    for number, member in enumerate([0, 1, 2]):
+        storage.enqueue_trial(pbt.id, number, {"x": number}, attrs={"member": member})
+    storage.enqueue_trial(pbt.id, 3, {"x": 3})  # not a segment
+    worker = register(storage)
+
+    def claim(prefer):
+        return storage.claim_trial(None, worker, prefer=prefer).number
+
+    assert claim({pbt.id: [2, 5]}) == 2  # ahead of lower numbers
+    assert claim({pbt.id: [3]}) == 0  # member 3 of another study is not held: in order
+    assert claim({other.id: [3]}) == 0  # the other study's
+    assert claim({pbt.id: [4]}) == 1  # none held queued: a worker never idles for it
+    assert claim(None) == 3
+
+
 def test_processes_opening_a_new_database_at_once_all_find_the_schema(storage_url, tmp_path):
     """Agents and a coordinator started together on an empty database: one creates the
     tables, the others wait for it, then use them."""

@@ -29,6 +29,7 @@ from tuner.space import Space
 from tuner.states import TrialState
 from tuner.storage import Storage, StudyRecord, Trial
 from tuner.strategies import PBTSegment, trial_seed
+from workers.live_models import LiveModels
 from workers.outcome import CheckpointUnavailable, Outcome, TrialLost, run_objective
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class Worker:
         self.worker_id: int | None = None
         self._contexts: dict[int, _StudyContext] = {}
         self._refused: set[int] = set()  # studies whose file this host lacks
+        self._live = LiveModels()  # PBT members' models, trained on by their next segments
         # Each process's share of trials varies by ±25 %, so workers started together
         # are not all replaced together (a wave of interpreter start-ups).
         self._max_trials = (None if options.max_trials is None
@@ -181,7 +183,8 @@ class Worker:
             with Heartbeat(self.storage, worker_id, self.options.heartbeat_interval):
                 while not self.stop.is_set():
                     trial = self.storage.claim_trial(self.study_id, worker_id,
-                                                     exclude=self._refused)
+                                                     exclude=self._refused,
+                                                     prefer=self._live.members())
                     if trial is None:
                         self.stop.wait(wait)
                         wait = min(wait * 1.5, self.options.max_poll_interval)
@@ -310,7 +313,8 @@ class Worker:
         should_stop = self._early_stop(rule, study, trial.number)
         pbt = resume = None
         if (segment := PBTSegment.of(trial)) is not None:  # a stretch of a PBT member
-            pbt = SegmentRun(trial.number, segment, Artifacts(study.settings["artifacts"]))
+            pbt = SegmentRun(trial.number, segment, Artifacts(study.settings["artifacts"]),
+                             study.id, self._live)
         elif folder and (every := CheckpointEvery.from_settings(study.settings)) is not None:
             resume = ResumePoint(
                 store=resume_points(folder, trial.number), every=every,

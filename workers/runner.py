@@ -5,6 +5,7 @@ Keras is imported here and nowhere on the coordinator's side, so the CLI stays f
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from tuner.space import Space
 from tuner.storage import sign_of
 from tuner.strategies import PBTSegment
 from workers.checkpoints import load_checkpoint, save_best, save_checkpoint
+from workers.live_models import LiveModel, LiveModels, model_for
 from workers.outcome import Outcome, TrialLost
 from workers.resume import CallbackState, ResumePoint, SaveCheckpoints, load
 
@@ -103,11 +105,48 @@ class BestWeights(keras.callbacks.Callback):
 class SegmentRun:
     """A PBT segment as a worker runs it: trial `number` trains `segment`'s epochs, starting
     from trial `segment.restore`'s checkpoint in `artifacts` (None: from scratch), and is
-    checkpointed there as trial `number`."""
+    checkpointed there as trial `number`. With `models`, the worker's live models, the
+    member's model of study `study` goes on from where this worker left it."""
 
     number: int
     segment: PBTSegment
     artifacts: Artifacts
+    study: int = 0
+    models: LiveModels | None = None
+
+    def model(self, definition: StudyDefinition, hp: HyperParameters,
+              seed: int) -> tuple[keras.Model, str]:
+        """The model to train, at the checkpoint the segment starts from, and how it was
+        had: "live" (the member's model in this worker, its checkpoint loaded only if the
+        member trained elsewhere since) or "built"."""
+        live = (self.models.take(self.study, self.segment.member)
+                if self.models is not None else None)
+        if live is None:
+            keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        build = functools.partial(definition.build, hp)
+        model = build() if live is None else model_for(live, hp.values, build)
+        fresh = live is None or model is not live.model
+        if fresh or self.segment.restore != live.number:  # else it is that checkpoint's
+            self.restore(model)
+        return model, "built" if fresh else "live"
+
+    def restore(self, model: keras.Model) -> None:
+        """The checkpoint the segment starts from into `model`, if it starts from one."""
+        if self.segment.restore is not None:
+            with tempfile.TemporaryDirectory() as folder:
+                self.artifacts.get(self.segment.restore, Path(folder))
+                load_checkpoint(model, Path(folder))
+
+    def done(self, model: keras.Model, hp: HyperParameters | None) -> None:
+        """Checkpoint the segment's end; with `hp`, the worker keeps the model live for the
+        member's next segment."""
+        with tempfile.TemporaryDirectory() as folder:
+            save_checkpoint(model, Path(folder))
+            self.artifacts.put(self.number, Path(folder))
+        if self.models is not None and hp is not None:
+            self.models.keep(self.study, self.segment.member,
+                             LiveModel(model, dict(hp.values), self.number))
 
 
 def _best(values: list[float | None], sign: int) -> tuple[float | None, int | None]:
@@ -134,10 +173,13 @@ def run_trial(
     earlier attempt left. `grew` hears of parameters the trial met that the space did not
     have, once fit starts.
     """
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
     hp = HyperParameters(space, params, **definition.hp_options)
-    model = definition.build(hp)
+    if pbt is not None:
+        model, how = pbt.model(definition, hp, seed)
+    else:
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        model = definition.build(hp)
     try:
         (x, y), validation = data
     except (TypeError, ValueError):
@@ -150,10 +192,6 @@ def run_trial(
     loaded = saver = None  # a checkpoint an earlier attempt left; the one saving this one's
     if pbt is not None:
         first_epoch, last_epoch = pbt.segment.start, pbt.segment.end
-        if pbt.segment.restore is not None:
-            with tempfile.TemporaryDirectory() as folder:
-                pbt.artifacts.get(pbt.segment.restore, Path(folder))
-                load_checkpoint(model, Path(folder))
     else:
         callbacks.append(keeper)
         stopping = None
@@ -183,9 +221,7 @@ def run_trial(
     if pbt is not None:  # a member is as good as it is now, not as it once was
         value = next((v for v in reversed(reporter.values) if v is not None), None)
         best_epoch = pbt.segment.start + len(reporter.values) - 1 if reporter.values else None
-        with tempfile.TemporaryDirectory() as folder:
-            save_checkpoint(model, Path(folder))
-            pbt.artifacts.put(pbt.number, Path(folder))
+        pbt.done(model, hp)
     elif best is not None:
         keeper.save(*best)
     if isinstance(returned, (int, float)):  # KerasTuner lets fit return the objective
@@ -195,9 +231,10 @@ def run_trial(
     # Stopped at a rung of a rule by promotion, with its checkpoint there: it waits.
     paused = (reporter.pruned and saver is not None and saver.point.pauses
               and saver.last_epoch == len(reporter.values) - 1)
+    attrs = ({"model": how} if pbt is not None
+             else {"resumed_at_epoch": first_epoch} if loaded is not None else None)
     return Outcome(value=value, best_epoch=best_epoch, params=dict(hp.values), space=hp.space,
-                   pruned=reporter.pruned and not paused, paused=paused,
-                   attrs={"resumed_at_epoch": first_epoch} if loaded is not None else None)
+                   pruned=reporter.pruned and not paused, paused=paused, attrs=attrs)
 
 
 class SegmentCheckpoint(keras.callbacks.Callback):
@@ -209,15 +246,10 @@ class SegmentCheckpoint(keras.callbacks.Callback):
         self.pbt = pbt
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        if self.pbt.segment.restore is not None:
-            with tempfile.TemporaryDirectory() as folder:
-                self.pbt.artifacts.get(self.pbt.segment.restore, Path(folder))
-                load_checkpoint(self.model, Path(folder))
+        self.pbt.restore(self.model)
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            save_checkpoint(self.model, Path(folder))
-            self.pbt.artifacts.put(self.pbt.number, Path(folder))
+        self.pbt.done(self.model, None)
 
 
 def run_tuner_trial(

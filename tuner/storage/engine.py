@@ -350,9 +350,11 @@ class Database:
             found = self._schema_found(conn)
         if found == (head, TUNER_TABLES):
             return
-        # On MySQL each CREATE TABLE commits on its own: a process creating the schema now
-        # shows its tables one by one, so a half schema is judged only under the lock.
-        self._judge_schema(*found, known, halfway=self.engine.dialect.name in ("mysql", "mariadb"))
+        # Another process may be creating the schema now: on MySQL each CREATE TABLE commits
+        # on its own, and on PostgreSQL the revision and the tables are read in two
+        # statements, each seeing what has committed by then. So a half schema is judged
+        # only under the lock; SQLite reads one snapshot and changes nothing before the lock.
+        self._judge_schema(*found, known, halfway=self.engine.dialect.name != "sqlite")
         if self.engine.dialect.name == "sqlite" and not isinstance(self.engine.pool, StaticPool):
             self._use_wal()
         # Processes started together on a new database (a coordinator and its agents)

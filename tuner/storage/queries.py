@@ -33,9 +33,12 @@ def enqueue(study_id: int, number: int, params: Mapping[str, Any],
         queued_at=db_now(), epochs=0, retries=0, attrs=dict(attrs) if attrs else None)
 
 
-def next_queued(study: int | Iterable[int] | None, exclude: Iterable[int] = ()) -> Select:
+def next_queued(study: int | Iterable[int] | None, exclude: Iterable[int] = (),
+                prefer: Mapping[int, Iterable[int]] | None = None) -> Select:
     """The id of the lowest-numbered QUEUED trial of `study` (an id, several, or None for
-    any study but those in `exclude`), row-locked, skipping the rows other claims hold."""
+    any study but those in `exclude`), row-locked, skipping the rows other claims hold.
+    A segment of a PBT member in `prefer` (members by study) comes first: the worker
+    holds that member's model."""
     query = sa.select(TRIALS.c.id).where(TRIALS.c.state == QUEUED)
     if isinstance(study, int):
         query = query.where(TRIALS.c.study_id == study)
@@ -43,7 +46,13 @@ def next_queued(study: int | Iterable[int] | None, exclude: Iterable[int] = ()) 
         query = query.where(TRIALS.c.study_id.in_(list(study)))
     if exclude:
         query = query.where(TRIALS.c.study_id.not_in(list(exclude)))
-    return query.order_by(TRIALS.c.number, TRIALS.c.id).limit(1).with_for_update(skip_locked=True)
+    order = [TRIALS.c.number, TRIALS.c.id]
+    if prefer:
+        member = TRIALS.c.attrs["member"].as_integer()
+        held = sa.or_(*(sa.and_(TRIALS.c.study_id == study_id, member.in_(list(members)))
+                        for study_id, members in prefer.items()))
+        order.insert(0, sa.case((held, 0), else_=1))
+    return query.order_by(*order).limit(1).with_for_update(skip_locked=True)
 
 
 def claim(trial_id: Any, worker_id: int) -> Update:

@@ -119,11 +119,13 @@ class TrialQueue(Database):
     @retrying
     def claim_trial(
         self, study: int | Iterable[int] | None, worker_id: int, *,
-        exclude: Iterable[int] = (), retry: bool = False,
+        exclude: Iterable[int] = (), prefer: Mapping[int, Iterable[int]] | None = None,
+        retry: bool = False,
     ) -> Trial | None:
         """Atomically take a QUEUED trial for this worker: the lowest-numbered of `study`
-        (an id, several, or None for any study but those in `exclude`)."""
-        next_queued = queries.next_queued(study, exclude)
+        (an id, several, or None for any study but those in `exclude`), a segment of the
+        PBT members in `prefer` (by study) first."""
+        next_queued = queries.next_queued(study, exclude, prefer)
         with self._tx(write=True) as conn:
             if retry:  # the attempt that failed may have committed: never hold two trials
                 held = conn.execute(queries.held(worker_id)).first()
