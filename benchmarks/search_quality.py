@@ -11,7 +11,9 @@ hidden layers of 16-256 units (log), relu/tanh, dropout 0-0.5, Adam learning rat
 train_test_split(test_size=0.25, random_state=0, stratify=y)), with the same seeds and the
 same budget B of training epochs, at most E epochs per trial:
 
-  this service    random, random+asha, bayes, bayes+asha, pbt   (Study, InProcess: 1 worker)
+  this service    random, random+asha, random+asha-promotion, random+hyperband, bayes,
+                  bayes+asha, pbt   (Study, InProcess: 1 worker; -promotion: ASHA pauses
+                  trials at a rung and resumes them from their checkpoint when promoted)
   KerasTuner      kt-random, kt-hyperband, kt-bayes
   Optuna          optuna-tpe-median, optuna-tpe-hyperband  (TPE + MedianPruner/HyperbandPruner,
                   pruned by a Keras callback that reports val_accuracy after every epoch)
@@ -75,12 +77,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # benchmark this working tree
 
-SERVICE = ("random", "random+asha", "bayes", "bayes+asha", "pbt")
+SERVICE = ("random", "random+asha", "random+asha-promotion", "random+hyperband", "bayes",
+           "bayes+asha", "pbt")
 KERAS_TUNER = ("kt-random", "kt-hyperband", "kt-bayes")
 OPTUNA = ("optuna-tpe-median", "optuna-tpe-hyperband")
 METHODS = SERVICE + KERAS_TUNER + OPTUNA
 # Spend the epoch budget trial by trial, rather than in a trial count fixed in advance.
-BUDGETED = {"random+asha", "bayes+asha", *OPTUNA}
+BUDGETED = {"random+asha", "random+asha-promotion", "random+hyperband", "bayes+asha", *OPTUNA}
 BATCH_SIZE = 32
 METRIC = "val_accuracy"
 REDUCTION_FACTOR = 3  # ASHA's (this service's default), Optuna's Hyperband, KerasTuner's
@@ -254,31 +257,33 @@ def run_service(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) 
     from tuner import InProcess, Storage, Study, StudyDefinition
     from tuner.states import TrialState
 
+    from tuner.early_stop import RULES
+
     strategy, _, rule = method.partition("+")
+    rule, _, promotion = rule.partition("-")
+    early_stop = RULES[rule](promotion=promotion == "promotion") if rule else None
     budget, max_epochs = cfg.budget, cfg.max_epochs
     storage = Storage(f"sqlite:///{workdir / f'{method}-s{seed}.db'}")  # schema made here
     definition = StudyDefinition(
         build_model=service_build, load_data=load_data, space=service_space(strategy == "pbt"),
         metric=METRIC, direction="maximize", epochs=max_epochs, batch_size=BATCH_SIZE,
         patience=cfg.patience or None, name=f"search-quality-{method}-s{seed}",
-        early_stop=rule or None,
+        early_stop=early_stop,
     )
 
     class BudgetSpent(Exception):
         pass
 
-    trained = 0  # epochs of the trials finished so far
-
     def stop_when_spent(progress) -> None:
-        nonlocal trained
-        trained += progress.trial.epochs if progress.trial is not None else 0
-        running = study.storage.trials(study.record.id, states=[TrialState.RUNNING])
-        if trained + sum(t.epochs for t in running) >= budget:
+        # Every trial's epochs: finished, running, and paused at a rung (promotion).
+        if sum(t.epochs for t in study.storage.trials(study.record.id)) >= budget:
             raise BudgetSpent  # the coordinator stops its worker after its current trial
 
     t0 = time.time()
+    # PBT's segments and paused trials go on from checkpoints (written as a trial pauses).
+    artifacts = workdir / f"{method}-s{seed}-artifacts"
     study = Study.create(definition.name, definition=definition, storage=storage,
-                         strategy=strategy, seed=seed)
+                         strategy=strategy, seed=seed, artifacts=str(artifacts))
     if method in BUDGETED:
         try:
             study.optimize(trials=budget, executor=InProcess(), on_progress=stop_when_spent)
@@ -466,8 +471,7 @@ def run_one(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) -> d
     started = time.time()
     try:
         with log.open("w") as sink:
-            # The work directory as the current one: PBT keeps its checkpoints under
-            # ./tuner-artifacts unless told otherwise.
+            # The work directory as the current one: whatever a tool writes stays there.
             done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, cwd=workdir,
                                   timeout=cfg.timeout, env={**os.environ, "PYTHONHASHSEED": "0"})
         failed = None if done.returncode == 0 else f"exit status {done.returncode}"
