@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/search_quality.py --seeds 1 --budget 60 --max-epochs 6
     .venv/bin/python benchmarks/search_quality.py --methods random,bayes+asha,kt-hyperband \\
         --json quality.json
+    .venv/bin/python benchmarks/search_quality.py --workers 2 --methods \\
+        random+asha,random+asha-promotion,random+hyperband,optuna-tpe-hyperband,kt-hyperband
 
 Every method tunes the same MLP on scikit-learn's digits (studies/digits_mlp.py: 1-2
 hidden layers of 16-256 units (log), relu/tanh, dropout 0-0.5, Adam learning rate
@@ -46,6 +48,10 @@ inherits another's Keras/TensorFlow state and all of them get the same single pr
 compute; the order of the methods rotates from one seed to the next, so a machine that gets
 busier or quieter does not favour one method. Before its clock starts, each process
 imports Keras and trains a tiny model once, so one-time start-up costs count for none.
+With --workers N every method gets N worker processes instead, started after its clock
+starts (so their start-up counts for every method alike): this service's `workers=N`,
+N Optuna processes on one journal file (sampler seeds seed + 1000 i), KerasTuner's
+distributed mode (a chief serving the oracle and N tuner processes).
 Weight initialisation is seeded per trial with `tuner.strategies.trial_seed(seed, trial
 number)` in every method, and --patience (default: off) adds the same Keras EarlyStopping
 to every method's trials.
@@ -61,6 +67,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything can import
 import argparse
 import json
 import math
+import multiprocessing
 import shutil
 import statistics
 import subprocess
@@ -68,6 +75,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -178,9 +186,9 @@ def optuna_params(trial) -> dict[str, Any]:
 class Tracker:
     """Epochs trained, and the best value so far each time a fit ends, since `t0`."""
 
-    def __init__(self, target: float) -> None:
+    def __init__(self, target: float, t0: float | None = None) -> None:
         self.target = target
-        self.t0 = time.time()
+        self.t0 = time.time() if t0 is None else t0
         self.epochs = 0
         self.fits = 0
         self.best: float | None = None
@@ -255,9 +263,8 @@ def kt_hyperband_schedule(max_epochs: int, factor: int) -> tuple[int, int]:
 # -- one method, one seed (in a child process) --------------------------------------
 def run_service(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) -> dict:
     from tuner import InProcess, Storage, Study, StudyDefinition
-    from tuner.states import TrialState
-
     from tuner.early_stop import RULES
+    from tuner.states import TrialState
 
     strategy, _, rule = method.partition("+")
     rule, _, promotion = rule.partition("-")
@@ -284,13 +291,15 @@ def run_service(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) 
     artifacts = workdir / f"{method}-s{seed}-artifacts"
     study = Study.create(definition.name, definition=definition, storage=storage,
                          strategy=strategy, seed=seed, artifacts=str(artifacts))
+    # One worker in this process; several as the worker processes `workers=N` spawns.
+    workers = {"executor": InProcess()} if cfg.workers == 1 else {"workers": cfg.workers}
     if method in BUDGETED:
         try:
-            study.optimize(trials=budget, executor=InProcess(), on_progress=stop_when_spent)
+            study.optimize(trials=budget, on_progress=stop_when_spent, **workers)
         except BudgetSpent:
             pass
     else:  # PBT: `trials` is the population, and each member trains `max_epochs` epochs
-        study.optimize(trials=budget // max_epochs, executor=InProcess())
+        study.optimize(trials=budget // max_epochs, **workers)
     wall = time.time() - t0
 
     # Epochs trained: the epoch records stored per trial (what each trial trained, a PBT
@@ -318,7 +327,36 @@ def run_service(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) 
 
 
 def run_keras_tuner(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) -> dict:
+    """One KerasTuner search; with --workers N, KerasTuner's distributed mode: a chief
+    process serving the oracle and N tuner processes, each with its own Keras."""
+    if cfg.workers == 1:
+        result = keras_tuner_search(method, seed, cfg, workdir, t0=time.time())
+        return {**result, "wall_s": time.time() - result.pop("t0")}
+    import socket
+
+    with socket.socket() as probe:  # a free port for the chief's oracle
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    t0 = time.time()
+    roles = ["chief"] + [f"tuner{i}" for i in range(cfg.workers)]
+    with ProcessPoolExecutor(len(roles), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(keras_tuner_search, method, seed, cfg, workdir, t0, role, port)
+                   for role in roles]
+        results = [f.result() for f in futures]
+    wall = time.time() - t0
+    chief, tuners = results[0], results[1:]
+    return {**_merged(tuners, cfg.target), "trials": chief["trials"], "states": chief["states"],
+            "wall_s": wall, **{k: v for k, v in chief.items() if k.startswith("planned")}}
+
+
+def keras_tuner_search(method: str, seed: int, cfg: argparse.Namespace, workdir: Path,
+                       t0: float, role: str | None = None, port: int | None = None) -> dict:
     global TRACKER
+    if role is not None:  # read by KerasTuner when the tuner is made
+        os.environ.update(KERASTUNER_TUNER_ID=role, KERASTUNER_ORACLE_IP="127.0.0.1",
+                          KERASTUNER_ORACLE_PORT=str(port))
+        if role != "chief":
+            warm_up()
     import keras_tuner
 
     from tuner.strategies import trial_seed
@@ -327,9 +365,9 @@ def run_keras_tuner(method: str, seed: int, cfg: argparse.Namespace, workdir: Pa
     builds = iter(range(10**9))
     build = keras_tuner_build(lambda: trial_seed(seed, next(builds)))
     common = dict(objective=METRIC, seed=seed, directory=str(workdir / "keras_tuner"),
-                  project_name=f"{method}-s{seed}", overwrite=True)
+                  project_name=f"{method}-s{seed}", overwrite=role in (None, "chief"))
     extra: dict[str, Any] = {}
-    TRACKER = Tracker(cfg.target)
+    TRACKER = Tracker(cfg.target, t0)
     if method == "kt-random":
         tuner = keras_tuner.RandomSearch(build, max_trials=cfg.budget // cfg.max_epochs,
                                          **common)
@@ -349,10 +387,24 @@ def run_keras_tuner(method: str, seed: int, cfg: argparse.Namespace, workdir: Pa
     tuner.search(x, y, validation_data=validation, epochs=cfg.max_epochs,
                  batch_size=BATCH_SIZE, verbose=0,
                  callbacks=[counting_callback(), *early_stopping(cfg.patience)])
-    wall = time.time() - TRACKER.t0
-    return {"best": TRACKER.best, "epochs": TRACKER.epochs,
-            "trials": len(tuner.oracle.trials), "states": _kt_states(tuner), "wall_s": wall,
+    trials = len(tuner.oracle.trials) if role in (None, "chief") else None
+    return {"best": TRACKER.best, "epochs": TRACKER.epochs, "trials": trials,
+            "states": _kt_states(tuner) if trials is not None else None, "t0": t0,
             "time_to_target_s": TRACKER.time_to_target, "trace": TRACKER.trace, **extra}
+
+
+def _merged(processes: Sequence[dict], target: float) -> dict:
+    """Several processes' trackers as one: epochs added, traces merged on their shared
+    clock, the best of all."""
+    epochs = sum(p["epochs"] for p in processes)
+    best, trace, to_target = None, [], None
+    for elapsed, value in sorted(point for p in processes for point in p["trace"]):
+        if best is None or value > best:
+            best = value
+            trace.append((elapsed, value))
+            if to_target is None and value >= target:
+                to_target = elapsed
+    return {"best": best, "epochs": epochs, "trace": trace, "time_to_target_s": to_target}
 
 
 def _kt_states(tuner) -> dict[str, int]:
@@ -363,7 +415,47 @@ def _kt_states(tuner) -> dict[str, int]:
 
 
 def run_optuna(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) -> dict:
+    """One Optuna study; with --workers N, N processes optimizing one study in a journal
+    file (Optuna's storage for processes on one host), each with its own sampler seed."""
+    import optuna
+
+    name = f"{method}-s{seed}"  # fixed: HyperbandPruner assigns brackets from its hash
+    if cfg.workers == 1:
+        storage = None
+        result = optuna_worker(method, seed, cfg, storage, 0, time.time())
+        results = [result]
+    else:
+        storage = str(workdir / f"{name}.journal")
+        t0 = time.time()
+        with ProcessPoolExecutor(cfg.workers,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(optuna_worker, method, seed, cfg, storage, i, t0)
+                       for i in range(cfg.workers)]
+            results = [f.result() for f in futures]
+    wall = time.time() - results[0]["t0"]
+    trials = results[0]["trials"] if storage is None else optuna.load_study(
+        study_name=name, storage=_journal(storage)).get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for state in (t if isinstance(t, str) else t.state.name for t in trials):
+        states[state] = states.get(state, 0) + 1
+    return {**_merged(results, cfg.target), "trials": len(trials), "states": states,
+            "wall_s": wall}
+
+
+def _journal(path: str):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(path))
+
+
+def optuna_worker(method: str, seed: int, cfg: argparse.Namespace, storage: str | None,
+                  index: int, t0: float) -> dict:
+    """One process's share of an Optuna study: trials until the study's epochs (each
+    trial's "epochs" user attribute, kept current by every process) reach the budget."""
     global TRACKER
+    if storage is not None:
+        warm_up()
     import keras
     import optuna
 
@@ -382,6 +474,7 @@ def run_optuna(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) -
             self.trial, self.pruned = trial, False
 
         def on_epoch_end(self, epoch, logs=None):
+            self.trial.set_user_attr("epochs", epoch + 1)
             value = (logs or {}).get(METRIC)
             if value is None or not math.isfinite(value):
                 return
@@ -410,10 +503,11 @@ def run_optuna(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) -
         return max(values)
 
     def stop_when_spent(study, trial) -> None:
-        if TRACKER.epochs >= budget:
+        trials = study.get_trials(deepcopy=False)
+        if sum(t.user_attrs.get("epochs", 0) for t in trials) >= budget:
             study.stop()
 
-    TRACKER = Tracker(cfg.target)
+    TRACKER = Tracker(cfg.target, t0)
     if method == "optuna-tpe-median":
         pruner = optuna.pruners.MedianPruner()
     elif method == "optuna-tpe-hyperband":
@@ -421,17 +515,14 @@ def run_optuna(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) -
                                                 reduction_factor=REDUCTION_FACTOR)
     else:
         raise ValueError(f"not an Optuna method: {method!r}")
-    # A fixed study name: HyperbandPruner assigns brackets from a hash of it.
-    study = optuna.create_study(study_name=f"{method}-s{seed}", direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
+    study = optuna.create_study(
+        study_name=f"{method}-s{seed}", direction="maximize", load_if_exists=True,
+        storage=_journal(storage) if storage is not None else None,
+        sampler=optuna.samplers.TPESampler(seed=seed + 1000 * index), pruner=pruner)
     study.optimize(objective, n_trials=budget, callbacks=[stop_when_spent])
-    wall = time.time() - TRACKER.t0
-    states: dict[str, int] = {}
-    for trial in study.trials:
-        states[trial.state.name] = states.get(trial.state.name, 0) + 1
-    return {"best": TRACKER.best, "epochs": TRACKER.epochs, "trials": len(study.trials),
-            "states": states, "wall_s": wall, "time_to_target_s": TRACKER.time_to_target,
-            "trace": TRACKER.trace}
+    trials = [t.state.name for t in study.trials] if storage is None else None
+    return {"best": TRACKER.best, "epochs": TRACKER.epochs, "trials": trials, "t0": t0,
+            "time_to_target_s": TRACKER.time_to_target, "trace": TRACKER.trace}
 
 
 def warm_up() -> None:
@@ -466,6 +557,7 @@ def run_one(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) -> d
         "--child-seed", str(seed), "--child-out", str(out), "--child-dir", str(workdir),
         "--budget", str(cfg.budget), "--max-epochs", str(cfg.max_epochs),
         "--target", str(cfg.target), "--patience", str(cfg.patience or 0),
+        "--workers", str(cfg.workers),
     ]
     record: dict[str, Any] = {"method": method, "seed": seed}
     started = time.time()
@@ -583,6 +675,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"comma-separated, from {', '.join(METHODS)} (default: all)")
     parser.add_argument("--target", type=float, default=0.97,
                         help="validation accuracy for the time to target (default 0.97)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="workers per method: processes of this service, Optuna and "
+                             "KerasTuner's distributed mode (default 1, in one process)")
     parser.add_argument("--patience", type=int, default=0,
                         help="Keras EarlyStopping patience inside every trial (default 0: off)")
     parser.add_argument("--timeout", type=int, default=3600,
@@ -594,8 +689,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--child-seed", type=int, help=argparse.SUPPRESS)
     cfg = parser.parse_args(argv)
-    if cfg.budget < cfg.max_epochs or cfg.max_epochs < 1 or cfg.seeds < 1:
-        parser.error("need --seeds >= 1 and --budget >= --max-epochs >= 1")
+    if cfg.budget < cfg.max_epochs or cfg.max_epochs < 1 or cfg.seeds < 1 or cfg.workers < 1:
+        parser.error("need --seeds >= 1, --workers >= 1 and --budget >= --max-epochs >= 1")
     if cfg.child:
         child(cfg)
         return 0
@@ -603,6 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = {"budget (epochs)": cfg.budget, "max epochs per trial": cfg.max_epochs,
               "seeds": list(range(cfg.seeds)), "target": cfg.target,
               "patience": cfg.patience or None, "batch size": BATCH_SIZE,
+              "workers": cfg.workers,
               "methods": cfg.methods}
     machine = describe_machine()
     workdir = Path(tempfile.mkdtemp(prefix="search_quality-"))

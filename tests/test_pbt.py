@@ -162,8 +162,21 @@ def test_explored_values_go_into_the_live_model_in_place():
     assert np.array_equal(keras.ops.convert_to_numpy(model.layers[0].kernel), kernel)
     model.fit(x, y, verbose=0)  # and trains on
     assert model_for(live, dict(explored), lambda: pytest.fail("built")) is model
+    class Subclassed(keras.Model):  # its call may read anything: never changed in place
+        def __init__(self, rate):
+            super().__init__()
+            self.rate, self.dense = rate, keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x) * (1 - self.rate)
+
+    subclassed = LiveModel(Subclassed(0.1), {"rate": 0.1}, number=0)
+    subclassed.model.compile(optimizer="adam", loss="mse")
+    other = Subclassed(0.2)
+    other.compile(optimizer="adam", loss="mse")
+    assert model_for(subclassed, {"rate": 0.2}, lambda: other) is other
     for other in (build(units=16), build(optimizer=keras.optimizers.SGD)):
-        assert model_for(live, {"units": 16}, lambda: other) is other  # a model of its own
+        assert model_for(live, {"units": 16}, lambda m=other: m) is other  # one of its own
         assert live.params == explored and live.model.layers[1].rate == 0.3
 
 

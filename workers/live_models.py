@@ -95,9 +95,10 @@ def model_for(live: LiveModel, params: Mapping[str, Any],
 def _differences(model: keras.Model, fresh: keras.Model
                  ) -> tuple[list[tuple[keras.layers.Layer, float]], float | None] | None:
     """What differs between the live `model` and `fresh` (built for the new values): the
-    layers whose rate changes, the new learning rate; None if anything else differs."""
-    ours, theirs = _leaf_layers(model), _leaf_layers(fresh)
-    if len(ours) != len(theirs):
+    Keras layers whose rate changes, the new learning rate; None if anything else differs
+    or may differ unseen (a subclassed model's attributes, a custom layer's rate)."""
+    ours, theirs = _layers(model), _layers(fresh)
+    if ours is None or theirs is None or len(ours) != len(theirs):
         return None
     rates = []
     for layer, other in zip(ours, theirs, strict=True):
@@ -107,28 +108,46 @@ def _differences(model: keras.Model, fresh: keras.Model
         if old is None or new is None or _without(old, "rate") != _without(new, "rate"):
             return None
         if old.get("rate") != new.get("rate"):
+            if not (_is_keras(layer) and hasattr(layer, "rate")):
+                return None
             rates.append((layer, new["rate"]))
-    compiled = [_without(_compile_config(m) or {}, "optimizer") for m in (model, fresh)]
-    if compiled[0] != compiled[1] or type(model.optimizer) is not type(fresh.optimizer):
+    optimizer = model.optimizer
+    if optimizer is None or type(optimizer) is not type(fresh.optimizer):
         return None
-    old, new = model.optimizer.get_config(), fresh.optimizer.get_config()
-    if _without(old, "learning_rate") != _without(new, "learning_rate"):
+    compiled = [_without(_compile_config(m) or {}, "optimizer") for m in (model, fresh)]
+    old, new = optimizer.get_config(), fresh.optimizer.get_config()
+    if compiled[0] != compiled[1] or _without(old, "learning_rate") != _without(
+            new, "learning_rate"):
         return None
     learning_rate = None
     if old["learning_rate"] != new["learning_rate"]:
         import keras
 
-        if not isinstance(model.optimizer._learning_rate, keras.Variable):
+        if not isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable):
             return None  # a schedule, fixed when the optimizer was made
         learning_rate = new["learning_rate"]
     return rates, learning_rate
 
 
-def _leaf_layers(model: keras.Layer) -> list[keras.Layer]:
+def _layers(model: keras.Model) -> list[keras.Layer] | None:
+    """The layers of a Sequential or functional model (nested ones flattened): all that
+    decides what it computes. None for a subclassed model, whose `call` may read anything."""
+    if not (_is_keras(model) and type(model).__name__ in ("Sequential", "Functional")):
+        return None
     leaves = []
-    for layer in getattr(model, "layers", []):
-        leaves.extend(_leaf_layers(layer) if getattr(layer, "layers", None) else [layer])
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a model inside the model
+            inner = _layers(layer)
+            if inner is None:
+                return None
+            leaves.extend(inner)
+        else:
+            leaves.append(layer)
     return leaves
+
+
+def _is_keras(layer: keras.Layer) -> bool:
+    return type(layer).__module__.startswith("keras.")
 
 
 def _config(layer: keras.Layer) -> dict[str, Any] | None:
