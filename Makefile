@@ -30,7 +30,7 @@ $(VENV)/.test-extras: $(BIN)/tuner
 	touch $@
 
 test: $(VENV)/.test-extras services browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(BIN)/tuner
 	$(BIN)/ruff check tuner workers studies tests benchmarks

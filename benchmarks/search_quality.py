@@ -321,7 +321,8 @@ def run_service(method: str, seed: int, cfg: argparse.Namespace, workdir: Path) 
     states: dict[str, int] = {}
     for t in trials:
         states[t.state.value] = states.get(t.state.value, 0) + 1
-    return {"best": best, "epochs": sum(len(e) for e in stored.values()), "trials": len(trials),
+    ran = [t for t in trials if t.state != TrialState.QUEUED]  # not those queued ahead
+    return {"best": best, "epochs": sum(len(e) for e in stored.values()), "trials": len(ran),
             "states": states, "wall_s": wall, "time_to_target_s": time_to_target,
             "trace": trace}
 
@@ -649,6 +650,7 @@ def describe_machine() -> dict[str, Any]:
     return {
         **machine_basics(),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "keras backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
     }
 
 
