@@ -363,3 +363,51 @@ def test_cleanup_keeps_what_a_lagging_member_may_still_copy(tmp_path):
         artifacts.put(number, folder)
         strategy.tell(segment_trial(number, 3, start, value=0.4, restore=restore))
     assert artifacts.numbers() == [4, 5, 6, 7]  # everyone is past epoch 2 now
+
+
+@pytest.mark.parametrize("taken", [False, True])
+def test_a_segment_taken_from_its_worker_leaves_no_live_model(tmp_path, taken):
+    """A segment whose result the study refused (its trial requeued meanwhile) runs again
+    elsewhere and writes the checkpoint its member goes on from: the model this worker
+    trained is not kept."""
+    import keras
+
+    from tuner import Storage, StudyDefinition
+    from tuner.keras_tuner import HyperModel
+    from tuner.strategies import PBTSegment
+    from workers.loop import Worker
+
+    storage = Storage(f"sqlite:///{tmp_path}/t.db")
+    claimed = {}
+
+    class Taken(HyperModel):
+        def build(self, hp):
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+            model.compile(optimizer=keras.optimizers.Adam(hp["lr"]), loss="mse")
+            return model
+
+        def fit(self, hp, model, *args, **kwargs):
+            history = model.fit(*args, **kwargs)
+            if taken:  # as a coordinator does with a trial whose lease ran out
+                storage.release_trial(claimed["trial"].id, claimed["worker"])
+            return history
+
+    data = ((np.random.rand(16, 4), np.random.rand(16, 2)),
+            (np.random.rand(8, 4), np.random.rand(8, 2)))
+    space = Space(lr=Float(1e-3, 1e-2, mutable=True))
+    definition = StudyDefinition(hypermodel=Taken(), load_data=lambda: data, space=space,
+                                 metric="val_loss", direction="minimize", epochs=2)
+    study = storage.create_study(
+        "pbt", metric="val_loss", direction="minimize", strategy="pbt", seed=0,
+        space=space.to_dict(), settings={**definition.settings,
+                                         "artifacts": str(tmp_path / "artifacts")})
+    segment = PBTSegment(member=0, generation=0, copied_from=None, start=0, epochs=2,
+                         restore=None)
+    storage.enqueue_trial(study.id, 0, {"lr": 0.005}, attrs=segment.to_attrs())
+    worker = Worker(storage, "pbt", definition)
+    claimed["worker"] = worker.register()
+    claimed["trial"] = storage.claim_trial(study.id, claimed["worker"])
+    worker._run_one(worker._context(study.id), claimed["trial"], claimed["worker"])
+    state = storage.trials(study.id)[0].state
+    assert state == (TrialState.QUEUED if taken else TrialState.COMPLETE)
+    assert worker._live.members() == ({} if taken else {study.id: [0]})

@@ -10,6 +10,7 @@ architecture copied from another member) needs a fresh model, built as before.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -32,7 +33,7 @@ class LiveModel:
     params: dict[str, Any]
     number: int
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         """Bytes of weights and optimizer state, at 4 a number (float32; an estimate else)."""
         optimizer = getattr(self.model, "optimizer", None)

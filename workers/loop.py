@@ -279,6 +279,9 @@ class Worker:
             )
         if finished:  # a trial taken from this worker keeps them for its next attempt
             self._forget_checkpoints(study, trial)
+        elif (segment := PBTSegment.of(trial)) is not None:
+            # Its next attempt writes the checkpoint the member goes on from, not this model.
+            self._live.take(study.id, segment.member)
 
     @staticmethod
     def _forget_checkpoints(study: StudyRecord, trial: Trial) -> None:
