@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tuner import pareto
 from tuner.space import Space
 from tuner.states import TrialState
 from tuner.storage.records import StudyRecord, Trial
@@ -148,3 +149,50 @@ def schedule_rows(study: StudyRecord, chain: Sequence[Trial]) -> list[list[Any]]
                      segment and segment.member, segment and segment.copied_from,
                      *(trial.params.get(n) for n in names), trial.value])
     return rows
+
+
+def pareto_front(study: StudyRecord, trials: Iterable[Trial]) -> list[Trial]:
+    """The completed feasible trials no other such trial dominates (on every objective at
+    least as good, on one better), best first by the first objective. One objective: the
+    trials sharing the best value."""
+    candidates = [t for t in trials if t.state == TrialState.COMPLETE and study.feasible(t)
+                  and study.signed(t) is not None]
+    points = [study.signed(t) for t in candidates]
+    front = [candidates[i] for i in pareto.front_indices(points)]  # type: ignore[arg-type]
+    return sorted(front, key=lambda t: (-study.signed(t)[0], t.number))  # type: ignore[index]
+
+
+def reference_point(study: StudyRecord, trials: Iterable[Trial]) -> tuple[float, ...] | None:
+    """Where hypervolume is measured from, signed: each objective's worst value among the
+    study's completed feasible trials (so every such trial but the worst adds volume)."""
+    points = [p for t in trials if t.state == TrialState.COMPLETE and study.feasible(t)
+              and (p := study.signed(t)) is not None]
+    if not points:
+        return None
+    return tuple(min(axis) for axis in zip(*points, strict=True))
+
+
+@dataclass(frozen=True)
+class HypervolumePoint:
+    number: int
+    finished_at: float
+    hypervolume: float  # of the front of this trial and all that finished before it
+
+
+def hypervolume_history(study: StudyRecord, trials: Sequence[Trial],
+                        reference: Sequence[float] | None = None) -> list[HypervolumePoint]:
+    """The hypervolume of the front of the completed feasible trials so far, after each one
+    finished (in the order they finished), from `reference` (signed; by default
+    `reference_point`)."""
+    reference = reference if reference is not None else reference_point(study, trials)
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and study.feasible(t)
+                   and study.signed(t) is not None and t.finished_at is not None),
+                  key=lambda t: (t.finished_at, t.number))
+    if reference is None:
+        return []
+    out, front = [], []
+    for trial in done:
+        front = pareto.front_of([*front, study.signed(trial)])  # type: ignore[list-item]
+        out.append(HypervolumePoint(trial.number, trial.finished_at,  # type: ignore[arg-type]
+                                    pareto.hypervolume(front, reference)))
+    return out

@@ -2,8 +2,10 @@
 
 It names what to tune and how to judge it:
 
-    metric = "val_accuracy"          # optional, this is the default
-    direction = "maximize"           # optional, inferred from the metric
+    metric = "val_accuracy"          # optional, this is the default; or a list of objectives
+    direction = "maximize"           # optional, inferred from the metric (a list for a list)
+    constraints = {"params": ("<=", 50_000)}   # optional; see tuner.objectives
+    def measures(model, data): ...   # optional: {name: number} measured after training
     epochs, batch_size, patience     # optional fit settings
     early_stop = "asha"              # optional: stop poor trials early, across trials
     space = Space(...)               # optional declarative space
@@ -27,15 +29,16 @@ from typing import Any
 
 from tuner.early_stop import make_early_stop
 from tuner.errors import DefinitionError, SpaceError
+from tuner.objectives import (
+    Objective,
+    infer_direction,
+    parse_constraints,
+    parse_objectives,
+    to_settings,
+)
 from tuner.space import Space
 
 _FIT_DEFAULTS = {"epochs": 10, "batch_size": 32, "patience": 3}
-
-
-def infer_direction(metric: str) -> str:
-    """Losses and errors go down, everything else up (as KerasTuner infers it)."""
-    lowered = metric.lower()
-    return "minimize" if any(w in lowered for w in ("loss", "error", "mse", "mae")) else "maximize"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,8 +58,13 @@ class StudyDefinition:
     # HyperParameters' keyword arguments for every trial (KerasTuner's `hyperparameters`
     # overriding what the model declares, tune_new_entries, allow_new_entries).
     hp_options: dict[str, Any] = field(default_factory=dict)
-    metric: str = "val_accuracy"
-    direction: str = ""
+    metric: Any = "val_accuracy"  # a name, or a list of names for several objectives
+    direction: Any = ""  # one per metric; inferred from each name when empty
+    # Or the objectives themselves: `Objective`s, (name, direction) pairs or names; then
+    # `metric` and `direction` become the first one's.
+    objectives: Any = ()
+    constraints: Any = None  # {"params": ("<=", 50_000)}: a trial breaking one is infeasible
+    measures: Callable[[Any, Any], Any] | None = None  # (model, data) -> {name: number}
     epochs: int = _FIT_DEFAULTS["epochs"]
     batch_size: int = _FIT_DEFAULTS["batch_size"]
     patience: int | None = _FIT_DEFAULTS["patience"]
@@ -74,20 +82,27 @@ class StudyDefinition:
                 f"{where} defines none of build_model(hp), a KerasTuner `hypermodel` "
                 "or objective(hp)"
             )
-        if not isinstance(self.metric, str) or not 0 < len(self.metric) <= 200:
-            raise DefinitionError(f"metric={self.metric!r} must be a name of 1 to 200 characters")
-        if not self.direction:
-            object.__setattr__(self, "direction", infer_direction(self.metric))
-        if self.direction not in ("maximize", "minimize"):
-            raise DefinitionError(
-                f"direction={self.direction!r} must be 'maximize' or 'minimize'"
-            )
+        try:
+            objectives = (_objectives(self.objectives) if self.objectives
+                          else parse_objectives(self.metric, self.direction))
+            constraints = parse_constraints(self.constraints)
+        except ValueError as exc:
+            raise DefinitionError(str(exc)) from None
+        object.__setattr__(self, "objectives", objectives)
+        object.__setattr__(self, "constraints", constraints)
+        object.__setattr__(self, "metric", objectives[0].name)
+        object.__setattr__(self, "direction", objectives[0].direction)
+        if self.measures is not None and not callable(self.measures):
+            raise DefinitionError("measures must be a function (model, data) -> {name: number}")
         if not isinstance(self.space, Space):
             raise DefinitionError(f"space must be a tuner.Space, got {type(self.space).__name__}")
         try:
             object.__setattr__(self, "early_stop", make_early_stop(self.early_stop))
         except ValueError as exc:
             raise DefinitionError(str(exc)) from None
+        if len(objectives) > 1 and self.early_stop is not None and self.early_stop.name == "median":
+            raise DefinitionError("early_stop='median' judges one objective; with several, "
+                                  "use 'asha' or 'hyperband' (they rank by Pareto fronts)")
         for key in ("epochs", "batch_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
@@ -102,7 +117,32 @@ class StudyDefinition:
     def settings(self) -> dict[str, Any]:
         rule = self.early_stop.to_dict() if self.early_stop is not None else None
         return {"epochs": self.epochs, "batch_size": self.batch_size, "patience": self.patience,
-                "early_stop": rule, "retries": self.retries}
+                "early_stop": rule, "retries": self.retries,
+                **to_settings(self.objectives, self.constraints)}
+
+
+def _objectives(given: Any) -> tuple[Objective, ...]:
+    """Objectives given as `Objective`s (ours or KerasTuner's: name and direction), (name,
+    direction) pairs or names."""
+    if isinstance(given, (str, Objective)) or not isinstance(given, (list, tuple)):
+        given = [given]
+    names, directions = [], []
+    for item in given:
+        if isinstance(item, str):
+            name, direction = item, ""
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            name, direction = item
+        elif hasattr(item, "name") and hasattr(item, "direction"):
+            name, direction = item.name, item.direction
+        else:
+            raise ValueError(f"objectives: {item!r} is not an objective (name, direction)")
+        direction = {"max": "maximize", "min": "minimize"}.get(direction, direction)
+        names.append(name)
+        directions.append(direction)
+    if not any(directions):
+        return parse_objectives(names)
+    return parse_objectives(names, [d or infer_direction(n)
+                                    for n, d in zip(names, directions, strict=True)])
 
 
 def file_hash(path: str | Path) -> str:
@@ -133,7 +173,7 @@ def load_definition(path: str | Path) -> StudyDefinition:
     options = {
         key: getattr(module, key)
         for key in ("build_model", "hypermodel", "objective", "load_data", "space", "metric",
-                    "direction",
+                    "direction", "constraints", "measures",
                     "epochs", "batch_size", "patience", "early_stop", "name")
         if hasattr(module, key)
     }

@@ -40,6 +40,7 @@ from tuner.errors import (
 )
 from tuner.executors import Executor, InProcess, make_executor
 from tuner.hyperparameters import HyperParameters
+from tuner.objectives import Objective
 from tuner.ranking import sort_trials
 from tuner.space import Space, describe
 from tuner.states import TrialState
@@ -111,6 +112,7 @@ class Study:
         early_stop: str | EarlyStop | None = None, artifacts: str | None = None,
         load_if_exists: bool = False, allow_changed_file: bool = False,
         checkpoint_every: str | CheckpointEvery | None = None,
+        objectives: Any = None, constraints: Any = None,
     ) -> Study:
         """Create a study (or resume it with `load_if_exists`, checking it is the same).
 
@@ -122,7 +124,9 @@ class Study:
         beside the SQLite file (or in this folder for a database server).
         `checkpoint_every` ("60s" by default, "5m", "3 epochs", "off") is how often a Keras
         trial saves a checkpoint to resume from if its worker dies; given on a resume, it
-        replaces the study's own.
+        replaces the study's own. `objectives` (names, (name, direction) pairs or
+        `Objective`s) and `constraints` (`{"params": ("<=", 50_000)}`) replace the
+        definition's.
         """
         every = (CheckpointEvery.parse(checkpoint_every) if isinstance(checkpoint_every, str)
                  else checkpoint_every)
@@ -130,6 +134,10 @@ class Study:
             raise ValueError(f"seed: {seed} must be in [0, 2**31)")  # the column's range
         store = storage if isinstance(storage, Storage) else Storage(storage)
         definition = _as_definition(definition)
+        if objectives is not None:
+            definition = replace(definition, objectives=objectives)
+        if constraints is not None:
+            definition = replace(definition, constraints=constraints)
         name = check_name(name or definition.name)
         record = store.find_study(name)
         if record is not None and not load_if_exists:
@@ -156,6 +164,7 @@ class Study:
         space = discover_space(definition)
         if record is None:
             chosen.check(space)  # a refused run leaves nothing behind
+            check_objectives(chosen, definition)
             try:
                 record = store.create_study(
                     name, metric=definition.metric, direction=definition.direction,
@@ -489,6 +498,21 @@ def check_name(name: str) -> str:
     return name
 
 
+def _objectives_text(objectives: Sequence[Objective]) -> str:
+    return ", ".join(f"{o.name!r} {o.direction}" for o in objectives)
+
+
+def check_objectives(strategy: Strategy, definition: StudyDefinition) -> None:
+    """Refuse a strategy that judges by one value for a study with several objectives or
+    with constraints."""
+    if ((len(definition.objectives) > 1 or definition.constraints)
+            and not strategy.multi_objective):
+        what = "several objectives" if len(definition.objectives) > 1 else "constraints"
+        raise ValueError(f"strategy: {strategy_name(strategy)} ranks by one value, so it "
+                         f"cannot search a study with {what}; use bayes, nsga2, evolution, "
+                         "random or grid")
+
+
 def differences(record: StudyRecord, definition: StudyDefinition, space: Space, strategy: str,
                 options: dict[str, Any], seed: int | None) -> dict[str, list[str]]:
     """How a resume differs from the stored study: "fixed" differences always make its
@@ -500,9 +524,9 @@ def differences(record: StudyRecord, definition: StudyDefinition, space: Space, 
     stored_options = record.settings.get("strategy_options")
     if stored_options is not None and stored_options != options:
         fixed.append(f"strategy options {stored_options} (asked: {options})")
-    if record.metric != definition.metric or record.direction != definition.direction:
-        fixed.append(f"metric {record.metric!r} {record.direction} "
-                     f"(asked: {definition.metric!r} {definition.direction})")
+    if record.objectives != definition.objectives:
+        fixed.append(f"objectives {_objectives_text(record.objectives)} "
+                     f"(asked: {_objectives_text(definition.objectives)})")
     if seed is not None and record.seed != seed:
         fixed.append(f"seed {record.seed} (asked: {seed})")
     if record.definition_hash and definition.source_hash and (

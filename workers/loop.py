@@ -25,6 +25,7 @@ from tuner.definition import StudyDefinition, load_study_file
 from tuner.early_stop import EarlyStop, early_stop_from_dict, read_curves
 from tuner.errors import DefinitionError
 from tuner.keras_tuner.errors import FailedTrialError, FatalError
+from tuner.objectives import BUILT_IN_MEASURES
 from tuner.space import Space
 from tuner.states import TrialState
 from tuner.storage import Storage, StudyRecord, Trial
@@ -265,17 +266,27 @@ class Worker:
             self.storage.pause_trial(trial.id, worker_id, value=outcome.value,
                                      best_epoch=outcome.best_epoch, attrs=outcome.attrs)
             return
+        unmeasured = [n for n in study.measured if (outcome.measures or {}).get(n) is None]
         if outcome.value is None or not math.isfinite(outcome.value):
             finished = self.storage.finish_trial(
                 trial.id, worker_id, TrialState.FAILED, params=outcome.params,
                 error=f"no finite value of {study.metric!r} was reported"
                       + (f" (got {outcome.value})" if outcome.value is not None else ""),
             )
+        elif unmeasured:
+            finished = self.storage.finish_trial(
+                trial.id, worker_id, TrialState.FAILED, params=outcome.params,
+                measures=outcome.measures, error=(
+                    f"the study reads {', '.join(map(repr, unmeasured))}, which the trial did "
+                    "not measure: name a metric of the epoch logs, a built-in measure ("
+                    + ", ".join(BUILT_IN_MEASURES) + ") or one the study's measures() returns"))
         else:
+            values = ([outcome.measures[o.name] for o in study.objectives]
+                      if study.multi_objective and outcome.measures else None)
             finished = self.storage.finish_trial(
                 trial.id, worker_id, TrialState.PRUNED if outcome.pruned else TrialState.COMPLETE,
                 value=outcome.value, best_epoch=outcome.best_epoch, params=outcome.params,
-                attrs=outcome.attrs,
+                attrs=outcome.attrs, values=values, measures=outcome.measures,
             )
         if finished:  # a trial taken from this worker keeps them for its next attempt
             self._forget_checkpoints(study, trial)
@@ -298,9 +309,10 @@ class Worker:
                worker_id: int) -> Outcome:
         seed = trial_seed(study.seed, trial.number)
         definition = context.definition
+        measured = study.measured
         if definition.objective is not None:
             return run_objective(definition.objective, space, trial.params,
-                                 metric=study.metric, seed=seed)
+                                 metric=study.metric, seed=seed, measured=measured)
         from workers.resume import ResumePoint
         from workers.runner import SegmentRun, run_trial, run_tuner_trial
 
@@ -329,9 +341,10 @@ class Worker:
             return run_tuner_trial(
                 definition, space, trial.params, number=trial.number, metric=study.metric,
                 direction=study.direction, seed=seed, report=report, should_stop=should_stop,
-                best=best, grew=grew, pbt=pbt)
+                best=best, grew=grew, pbt=pbt, measured=measured)
         return run_trial(
             definition, context.data, space, trial.params, metric=study.metric,
             direction=study.direction, settings=study.settings, seed=seed, report=report,
             should_stop=should_stop, pbt=pbt, best=best, grew=grew, resume=resume,
+            measured=measured,
         )

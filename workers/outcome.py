@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,18 +28,30 @@ class Outcome:
     pruned: bool = False
     paused: bool = False  # at a rung, checkpointed, until the coordinator promotes it
     attrs: dict[str, Any] | None = None  # recorded on the trial (each execution's curve)
+    measures: dict[str, float] | None = None  # what the study's objectives and constraints read
 
 
 def run_objective(objective: Callable[[Any], Any], space: Space, params: Mapping[str, Any], *,
-                  metric: str, seed: int) -> Outcome:
+                  metric: str, seed: int, measured: Sequence[str] = ()) -> Outcome:
     """Call a study's `objective(hp)`: it returns the metric's value, or a mapping holding
-    it. Nothing is imported beyond the objective's own needs, so such trials cost little."""
+    it (and whatever else the study's objectives and constraints, `measured`, read), or
+    the values of `measured` in order. Nothing is imported beyond the
+    objective's own needs, so such trials cost little."""
     random.seed(seed)
     hp = HyperParameters(space, params)
     returned = objective(hp)
+    names = list(measured) or [metric]
+    if isinstance(returned, (list, tuple)):
+        if len(returned) != len(names):
+            raise ValueError(f"objective returned {len(returned)} values for {names!r}")
+        returned = dict(zip(names, returned, strict=False))
     if isinstance(returned, Mapping):
-        if metric not in returned:
-            raise KeyError(f"objective returned {sorted(returned)}, without {metric!r}")
+        missing = [n for n in names if n not in returned]
+        if missing:
+            raise KeyError(f"objective returned {sorted(returned)}, without {missing!r}")
+        measures = {n: float(returned[n]) for n in names}
         returned = returned[metric]
+    else:
+        measures = {metric: float(returned)}
     return Outcome(value=float(returned), best_epoch=None, params=dict(hp.values),
-                   space=hp.space)
+                   space=hp.space, measures=measures if measured else None)

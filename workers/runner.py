@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import math
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,13 @@ import keras
 from tuner.artifacts import Artifacts
 from tuner.definition import StudyDefinition
 from tuner.hyperparameters import HyperParameters
+from tuner.objectives import BUILT_IN_MEASURES
 from tuner.space import Space
 from tuner.storage import sign_of
 from tuner.strategies import PBTSegment
 from workers.checkpoints import load_checkpoint, save_best, save_checkpoint
 from workers.live_models import LiveModel, LiveModels, model_for
+from workers.measures import built_in, input_batch, users
 from workers.outcome import Outcome, TrialLost
 from workers.resume import CallbackState, ResumePoint, SaveCheckpoints, load
 
@@ -33,23 +35,32 @@ Report = Callable[[int, "float | None", Mapping[str, float]], bool]
 class EpochReporter(keras.callbacks.Callback):
     """Writes every epoch's metrics through `report` (None: keeps them only, as for a
     trial's second execution), fails the trial on a NaN loss, asks the early-stop rule.
-    `started` is called when training starts: what `fit` declared is known by then."""
+    `started` is called when training starts: what `fit` declared is known by then.
+    `measure(model)` gives the built-in measures the study reads, taken once the model has
+    trained an epoch and added to every epoch's logs (the callbacks after this one see them
+    too), so early stopping judges them at every rung."""
 
     def __init__(self, report: Report | None, metric: str,
                  should_stop: Callable[[int], bool] | None = None, *,
-                 require_metric: bool = True, started: Callable[[], None] | None = None) -> None:
+                 require_metric: bool = True, started: Callable[[], None] | None = None,
+                 measure: Callable[[keras.Model], dict[str, float]] | None = None) -> None:
         super().__init__()
         self.report, self.metric, self.should_stop = report, metric, should_stop
-        self.require_metric, self.started = require_metric, started
+        self.require_metric, self.started, self.measure = require_metric, started, measure
         self.values: list[float | None] = []
         self.logs: list[dict[str, float]] = []
+        self.measured: dict[str, float] | None = None
         self.pruned = False
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         if self.started is not None:
             self.started()
 
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.measure is not None and logs is not None:
+            if self.measured is None:
+                self.measured = self.measure(self.model)
+            logs.update(self.measured)
         logs = {k: float(v) for k, v in (logs or {}).items()}
         optimizer = getattr(self.model, "optimizer", None)
         learning_rate = getattr(optimizer, "learning_rate", None)
@@ -149,6 +160,16 @@ class SegmentRun:
                              LiveModel(model, dict(hp.values), self.number))
 
 
+def _measures(names: Sequence[str], logs: Mapping[str, float] | None,
+              own: Mapping[str, float]) -> dict[str, float] | None:
+    """What a trial measured of the names its study reads (`names`): its best epoch's logs
+    (built-in measures included) and the study's own `measures`; None when it reads none."""
+    if not names:
+        return None
+    found = {**(logs or {}), **own}
+    return {name: found[name] for name in names if name in found} | dict(own)
+
+
 def _best(values: list[float | None], sign: int) -> tuple[float | None, int | None]:
     scored = [(sign * v, -i, v, i) for i, v in enumerate(values) if v is not None]
     if not scored:
@@ -162,7 +183,7 @@ def run_trial(
     metric: str, direction: str, settings: Mapping[str, Any], seed: int, report: Report,
     should_stop: Callable[[int], bool] | None = None, pbt: SegmentRun | None = None,
     best: tuple[Artifacts, int] | None = None, grew: Callable[[Space], None] | None = None,
-    resume: ResumePoint | None = None,
+    resume: ResumePoint | None = None, measured: Sequence[str] = (),
 ) -> Outcome:
     """Train one configuration; exceptions propagate and the caller marks the trial FAILED.
 
@@ -171,7 +192,8 @@ def run_trial(
     Otherwise its best epoch's weights go to `best` (a store and the trial's number), and,
     with a `resume` point, it checkpoints as it trains and goes on from the checkpoint an
     earlier attempt left. `grew` hears of parameters the trial met that the space did not
-    have, once fit starts.
+    have, once fit starts. `measured` names what the study's objectives and constraints
+    read: the outcome's `measures` hold them.
     """
     hp = HyperParameters(space, params, **definition.hp_options)
     if pbt is not None:
@@ -185,7 +207,9 @@ def run_trial(
     except (TypeError, ValueError):
         raise ValueError("load_data() must return (x_train, y_train), (x_val, y_val)") from None
     sign = sign_of(direction)
-    reporter = EpochReporter(report, metric, should_stop, started=_told(grew, hp, space))
+    batch_size = hp.values.get("batch_size", settings["batch_size"])  # tunable by name
+    reporter = EpochReporter(report, metric, should_stop, started=_told(grew, hp, space),
+                             measure=_measure(measured, lambda: x[:batch_size]))
     keeper = BestWeights(metric, sign)
     callbacks: list[keras.callbacks.Callback] = [reporter]
     first_epoch, last_epoch = 0, settings["epochs"]
@@ -215,7 +239,6 @@ def run_trial(
         # A KerasTuner HyperModel's fit picks its own batch size, as under KerasTuner.
         returned = definition.hypermodel.fit(hp, model, x, y, **fit_args)
     else:
-        batch_size = hp.values.get("batch_size", settings["batch_size"])  # tunable by name
         returned = model.fit(x, y, batch_size=batch_size, **fit_args)
     value, best_epoch = _best(reporter.values, sign)
     if pbt is not None:  # a member is as good as it is now, not as it once was
@@ -233,8 +256,20 @@ def run_trial(
               and saver.last_epoch == len(reporter.values) - 1)
     attrs = ({"model": how} if pbt is not None
              else {"resumed_at_epoch": first_epoch} if loaded is not None else None)
+    logs = reporter.logs[best_epoch - first_epoch if pbt is not None else best_epoch] if (
+        best_epoch is not None and reporter.logs) else None
+    measures = _measures(measured, logs, users(definition.measures, model, data))
     return Outcome(value=value, best_epoch=best_epoch, params=dict(hp.values), space=hp.space,
-                   pruned=reporter.pruned and not paused, paused=paused, attrs=attrs)
+                   pruned=reporter.pruned and not paused, paused=paused, attrs=attrs,
+                   measures=measures)
+
+
+def _measure(names: Sequence[str], batch: Callable[[], Any]
+             ) -> Callable[[keras.Model], dict[str, float]] | None:
+    """What takes the built-in measures among `names` from a model (None: it reads none)."""
+    if not any(name in BUILT_IN_MEASURES for name in names):
+        return None
+    return lambda model: built_in(model, names, batch)
 
 
 class SegmentCheckpoint(keras.callbacks.Callback):
@@ -257,6 +292,7 @@ def run_tuner_trial(
     metric: str, direction: str, seed: int, report: Report,
     should_stop: Callable[[int], bool] | None = None, best: tuple[Artifacts, int] | None = None,
     grew: Callable[[Space], None] | None = None, pbt: SegmentRun | None = None,
+    measured: Sequence[str] = (),
 ) -> Outcome:
     """One trial of a KerasTuner `Tuner`: its `run_trial(trial, *search args)`, with the
     callbacks every execution's fit gets (epochs reported from the first execution, the
@@ -273,6 +309,8 @@ def run_tuner_trial(
     keeper = BestWeights(metric, sign)
     reporters: list[EpochReporter] = []
     fit_kwargs = dict(definition.fit_kwargs)
+    batch_size = fit_kwargs.get("batch_size", 32)
+    measure = _measure(measured, lambda: input_batch(reporters[0].model, batch_size))
     if pbt is not None:
         fit_kwargs.update(initial_epoch=pbt.segment.start, epochs=pbt.segment.end)
 
@@ -280,7 +318,8 @@ def run_tuner_trial(
         first = execution == 0  # later executions of the same values only keep their curve
         reporter = EpochReporter(report if first else None, metric,
                                  should_stop if first else None, require_metric=False,
-                                 started=_told(grew, hp, space) if first else None)
+                                 started=_told(grew, hp, space) if first else None,
+                                 measure=measure)
         reporters.append(reporter)
         return [reporter, SegmentCheckpoint(pbt) if pbt is not None else keeper]
 
@@ -298,9 +337,17 @@ def run_tuner_trial(
     if best is not None and pbt is None:
         keeper.save(*best)
     executions = [r.logs for r in reporters]
+    logs = (reporters[0].logs[best_epoch] if reporters and best_epoch is not None
+            and best_epoch < len(reporters[0].logs) else None)
+    if isinstance(returned, Mapping):  # what run_trial returned counts for each objective
+        logs = {**(logs or {}), **{k: float(v) for k, v in returned.items()
+                                  if isinstance(v, (int, float))}}
+    model = keeper.holder or (reporters[0].model if reporters else None)
+    own = users(definition.measures, model, None) if model is not None else {}
     return Outcome(value=value, best_epoch=best_epoch, params=dict(hp.values), space=hp.space,
                    pruned=bool(reporters) and reporters[0].pruned,
-                   attrs={"executions": executions} if len(executions) > 1 else None)
+                   attrs={"executions": executions} if len(executions) > 1 else None,
+                   measures=_measures(measured, logs, own))
 
 
 def _told(grew: Callable[[Space], None] | None, hp: HyperParameters,

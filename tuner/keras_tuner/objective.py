@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.definition import infer_direction
+from tuner.objectives import infer_direction
 
 DEFAULT_OBJECTIVE = "default_objective"  # what run_trial or fit returns, when nothing is named
 

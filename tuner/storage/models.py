@@ -21,7 +21,8 @@ from tuner.states import TrialState
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, dict[str, Any] | None: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, dict[str, Any] | None: JSON,
+                           list[float | None] | None: JSON}
 
 
 class StudyRow(Base):
@@ -66,6 +67,10 @@ class TrialRow(Base):
     worker_id: Mapped[int | None] = mapped_column(ForeignKey("workers.id", ondelete="SET NULL"))
     error: Mapped[str | None] = mapped_column(Text)
     attrs: Mapped[dict[str, Any] | None]  # what a strategy records on a trial (PBT lineage)
+    # Each objective's value, in the study's order (`value` is the first's), and what the
+    # trial measured: the names its objectives and constraints read, the built-in measures.
+    values: Mapped[list[float | None] | None]
+    measures: Mapped[dict[str, Any] | None]
     # The last epoch (from 0) its resumable checkpoint holds: a requeued trial keeps its
     # epochs up to there and goes on from the next one.
     checkpoint_epoch: Mapped[int | None] = mapped_column(Integer)

@@ -4,7 +4,7 @@ workers' rows and the coordinator's lease. The statements themselves are in `que
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -181,22 +181,29 @@ class TrialQueue(Database):
         self, trial_id: int, worker_id: int, state: TrialState, *,
         value: float | None = None, best_epoch: int | None = None,
         params: Mapping[str, Any] | None = None, error: str | None = None,
-        attrs: Mapping[str, Any] | None = None,
+        attrs: Mapping[str, Any] | None = None, values: Sequence[float | None] | None = None,
+        measures: Mapping[str, float] | None = None,
     ) -> bool:
         """RUNNING -> COMPLETE | PRUNED | FAILED, only if this worker still holds the trial;
-        `attrs` are added to the trial's."""
+        `attrs` are added to the trial's. `values` are its value of each objective, in the
+        study's order, `measures` what its objectives and constraints read (NaN and
+        infinities are kept as nothing)."""
         if not state.is_finished():
             raise ValueError(f"state: {state} is not a final state")
-        values: dict[str, Any] = dict(
+        row: dict[str, Any] = dict(
             state=state.value, value=_finite(value), best_epoch=best_epoch, error=error,
             finished_at=db_now(),
         )
+        if values is not None:
+            row["values"] = [_finite(v) for v in values]
+        if measures is not None:
+            row["measures"] = {k: _finite(v) for k, v in measures.items()}
         if params is not None:
-            values["params"] = dict(params)
+            row["params"] = dict(params)
         with self._tx(write=True) as conn:
             if attrs:
-                values["attrs"] = self._merged_attrs(conn, trial_id, attrs)
-            done = conn.execute(queries.finish(trial_id, worker_id, values)).rowcount
+                row["attrs"] = self._merged_attrs(conn, trial_id, attrs)
+            done = conn.execute(queries.finish(trial_id, worker_id, row)).rowcount
             if done:
                 conn.execute(queries.count_done(worker_id))
         return bool(done)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuner.objectives import (
+    Constraint,
+    Objective,
+    is_feasible,
+    measured_names,
+    parse_constraints,
+    sign_of,
+)
 from tuner.states import TrialState
-
-
-def sign_of(direction: str) -> int:
-    """+1 when maximizing, -1 when minimizing: multiply to always maximize."""
-    return 1 if direction == "maximize" else -1
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,43 @@ class StudyRecord:
     def sign(self) -> int:
         return sign_of(self.direction)
 
+    @property
+    def objectives(self) -> tuple[Objective, ...]:
+        """What the study is judged by: its metric, or the objectives its settings list."""
+        stored = self.settings.get("objectives")
+        if not stored:
+            return (Objective(self.metric, self.direction),)
+        return tuple(Objective(name, direction) for name, direction in stored)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def constraints(self) -> tuple[Constraint, ...]:
+        return parse_constraints(self.settings.get("constraints"))
+
+    @property
+    def measured(self) -> list[str]:
+        """The names each trial must measure: none for one objective and no constraint
+        (the trial's value says it all)."""
+        if not self.multi_objective and not self.constraints:
+            return []
+        return measured_names(self.objectives, self.constraints)
+
+    def values_of(self, trial: Trial) -> tuple[float | None, ...] | None:
+        """The trial's value of each objective (None where it has none)."""
+        return values_of(trial)
+
+    def signed(self, trial: Trial) -> tuple[float, ...] | None:
+        """The trial's objective values signed so higher is better on each; None unless
+        it has every one."""
+        return signed(self.objectives, trial)
+
+    def feasible(self, trial: Trial) -> bool:
+        """Whether the trial keeps every constraint (all do when there are none)."""
+        return is_feasible(trial.measures, self.constraints)
+
 
 @dataclass(frozen=True)
 class Trial:
@@ -52,6 +92,8 @@ class Trial:
     finished_at: float | None = None
     study_id: int | None = None
     checkpoint_epoch: int | None = None  # the last epoch its resumable checkpoint holds
+    values: list[float | None] | None = None  # each objective's, in the study's order
+    measures: dict[str, Any] | None = None  # what it measured, for objectives and constraints
 
     @property
     def duration(self) -> float | None:
@@ -93,6 +135,22 @@ class WorkerRecord:
         if self.stopped_at is not None:
             return "stopped"
         return "live" if now - self.heartbeat_at <= grace else "lost"
+
+
+def values_of(trial: Trial) -> tuple[float | None, ...] | None:
+    """A trial's value of each objective: its `values`, or its one `value`."""
+    if trial.values is not None:
+        return tuple(trial.values)
+    return None if trial.value is None else (trial.value,)
+
+
+def signed(objectives: tuple[Objective, ...], trial: Trial) -> tuple[float, ...] | None:
+    """A trial's objective values signed so higher is better on each; None unless it has
+    every one."""
+    values = values_of(trial)
+    if values is None or len(values) != len(objectives) or None in values:
+        return None
+    return tuple(o.sign * v for o, v in zip(objectives, values, strict=True))
 
 
 def shown_epoch(index: int | None) -> int | None:

@@ -132,6 +132,7 @@ class PBT(Strategy):
     epochs; the bottom `quantile` copies from the top one and explores."""
 
     name = "pbt"
+    multi_objective = False  # its members exploit by one value
 
     def __init__(self, population: int | None = None, interval: int = 2,
                  quantile: float = 0.25, resample_probability: float = 0.25,

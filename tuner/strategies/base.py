@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tuner.objectives import Objective, parse_constraints, sign_of
 from tuner.space import Param, Space
-from tuner.storage.records import Trial, sign_of
+from tuner.storage.records import Trial
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -72,6 +73,8 @@ class Strategy(ABC):
     name: ClassVar[str]
     #: whether results shape later proposals; one that does not may be queued far ahead
     learns: ClassVar[bool] = True
+    #: whether it can search a study with several objectives or with constraints
+    multi_objective: ClassVar[bool] = True
 
     def options(self) -> dict[str, Any]:
         """The constructor arguments that make this strategy, stored with the study so a
@@ -88,6 +91,10 @@ class Strategy(ABC):
         self.direction = direction
         self.seed = seed
         self.settings = dict(settings or {})
+        stored = self.settings.get("objectives")
+        self.objectives = (tuple(Objective(n, d) for n, d in stored) if stored
+                           else (Objective("value", direction),))
+        self.constraints = parse_constraints(self.settings.get("constraints"))
 
     @property
     def sign(self) -> int:
