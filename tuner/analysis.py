@@ -152,14 +152,8 @@ def schedule_rows(study: StudyRecord, chain: Sequence[Trial]) -> list[list[Any]]
 
 
 def pareto_front(study: StudyRecord, trials: Iterable[Trial]) -> list[Trial]:
-    """The completed feasible trials no other such trial dominates (on every objective at
-    least as good, on one better), best first by the first objective. One objective: the
-    trials sharing the best value."""
-    candidates = [t for t in trials if t.state == TrialState.COMPLETE and study.feasible(t)
-                  and study.signed(t) is not None]
-    points = [study.signed(t) for t in candidates]
-    front = [candidates[i] for i in pareto.front_indices(points)]  # type: ignore[arg-type]
-    return sorted(front, key=lambda t: (-study.signed(t)[0], t.number))  # type: ignore[index]
+    """The study's Pareto front among `trials` (`StudyRecord.front`)."""
+    return study.front(trials)
 
 
 def reference_point(study: StudyRecord, trials: Iterable[Trial]) -> tuple[float, ...] | None:

@@ -21,11 +21,13 @@ from tuner.coordinator import CoordinatorOptions, Interrupted, lease_graces
 from tuner.display import (
     ProgressDisplay,
     fmt,
+    judged,
     make_console,
     printable,
     schedule_table,
     studies_table,
     trials_table,
+    verdict,
     workers_table,
 )
 from tuner.early_stop import RULES, make_early_stop
@@ -33,7 +35,7 @@ from tuner.errors import NoTunerDatabase, TunerError
 from tuner.executors import make_executor
 from tuner.states import TrialState
 from tuner.stdio import captured_stderr
-from tuner.storage import DEFAULT_URL, Storage, safe_url, shown_epoch
+from tuner.storage import DEFAULT_URL, Storage, StudyRecord, safe_url, shown_epoch
 from tuner.strategies import PBT, STRATEGIES
 from tuner.study import Study, rebuild_code
 
@@ -157,7 +159,7 @@ def run(
     record = study.record
     out.print(Text.assemble(
         "Study ", (record.name, "bold"),
-        f" · {record.strategy} · {record.metric} ({record.direction}) · {safe_url(storage)}",
+        f" · {record.strategy} · {judged_by(record)} · {safe_url(storage)}",
         f" · resuming with {done} trials done" if done else ""))
     try:
         with ProgressDisplay(out) as display:
@@ -181,6 +183,11 @@ def run(
         err.print(Text.assemble(("Stopped:", "yellow"),
                                 f" {exc}.\nResume with:\n  {shlex.join(command)}"))
         raise typer.Exit(130) from None
+    if record.multi_objective:
+        front = study.best_trials[:top]
+        if front:
+            out.print(trials_table(record, front, title=f"Pareto front of {record.name}"))
+        return
     ranked = study.ranked()[:top]
     if ranked:
         out.print(trials_table(record, ranked, title=f"Top {len(ranked)} trials of {record.name}"))
@@ -212,10 +219,16 @@ def trials(
     sort: Annotated[str, typer.Option(
         help="Order by 'rank' (best first), 'number', 'value', 'duration', 'epochs' "
              "or a parameter's name.")] = "rank",
+    pareto: Annotated[bool, typer.Option(
+        "--pareto", help="Only the Pareto front (completed trials that keep the "
+                         "constraints and that no other beats on every objective).")] = False,
 ) -> None:
     """Show a study's trials, best first."""
     study = Study.load(name, storage=storage)
     chosen = study.ranked(states=set(state) if state else None, sort=sort)
+    if pareto:
+        front = {t.number for t in study.best_trials}
+        chosen = [t for t in chosen if t.number in front]
     chosen = chosen[:top] if top else chosen
     if not chosen:
         out.print(f"Study {name!r} has no trials" + (" in that state." if state else " yet."))
@@ -231,18 +244,30 @@ def best(
     storage: StorageOpt = DEFAULT_URL,
     export: Annotated[Path | None, typer.Option(
         help="Save the best trial's trained model (its best epoch) to this .keras file.")] = None,
+    trial_number: Annotated[int | None, typer.Option(
+        "--trial", min=0, help="Show (and --export) this trial, e.g. one of the Pareto "
+                               "front, rather than the best.")] = None,
 ) -> None:
-    """Show the best trial: its parameters, value, best epoch, and how to load its model."""
+    """Show the best trial (with several objectives, the Pareto front): its parameters,
+    value, best epoch, and how to load its model."""
     study = Study.load(name, storage=storage)
-    trial = study.best_trial
     record = study.record
+    if record.multi_objective and trial_number is None:
+        show_front(study, export)
+        return
+    trial = study.best_trial if trial_number is None else study.trial(trial_number)
     if export is not None:
         with captured_stderr():
-            study.export_best_model(export)
+            study.load_model(trial).save(str(export))
         out.print(f"Saved the model of trial #{trial.number} to {export}")
     epoch = "" if trial.best_epoch is None else f" at epoch {shown_epoch(trial.best_epoch)}"
-    out.print(Text.assemble("Best trial of ", (name, "bold"), f": #{trial.number}, "
-                            f"{record.metric} = {fmt(trial.value)} ({record.direction}){epoch}"))
+    values = (f"{record.metric} = {fmt(trial.value)} ({record.direction})"
+              if not record.multi_objective else judged(record, trial))
+    out.print(Text.assemble("Best trial of " if trial_number is None else "Trial of ",
+                            (name, "bold"), f": #{trial.number}, {values}{epoch}"))
+    if record.constraints:
+        out.print(f"Keeps the constraints ({', '.join(map(str, record.constraints))}): "
+                  f"{verdict(record, trial)}")
     out.print("Parameters:")
     for key, value in trial.params.items():
         out.print(f"  {key} = {value!r}")
@@ -251,6 +276,28 @@ def best(
         out.print(schedule_table(record, schedule))
     out.print("Its model, trained (--export FILE saves it) or to train again:")
     out.print(textwrap.indent(rebuild_code(name, storage, trial.params), "  "), end="")
+
+
+def judged_by(record: StudyRecord) -> str:
+    """What a study is judged by: each objective with its direction, and the constraints."""
+    text = ", ".join(f"{o.name} ({o.direction})" for o in record.objectives)
+    return text + "".join(f" · {c}" for c in record.constraints)
+
+
+def show_front(study: Study, export: Path | None) -> None:
+    record = study.record
+    if export is not None:
+        raise TunerError(f"study {record.name!r} has {len(record.objectives)} objectives: "
+                         "pick a trial of its Pareto front with --trial N to --export")
+    front = study.best_trials
+    if not front:
+        raise TunerError(f"study {record.name!r} has no complete trial"
+                         + (" that keeps its constraints" if record.constraints else "") + " yet")
+    out.print(Text.assemble("Pareto front of ", (record.name, "bold"), f": {len(front)} of "
+                            f"{len(study.trials)} trials, judged by {judged_by(record)}"))
+    out.print(trials_table(record, front, title=None))
+    out.print(f"Each one's parameters and model: tuner best {shlex.quote(record.name)} "
+              "--trial N [--export FILE]")
 
 
 def write_out(text: str, output: Path | None, what: str) -> None:

@@ -51,9 +51,14 @@ class Progress:
     study: StudyRecord
     counts: dict[TrialState, int]
     budget: int
-    best: Trial | None
+    front: list[Trial]  # the Pareto front so far (one objective: the trials sharing the best)
     elapsed: float
     trial: Trial | None = None  # the trial whose end this reports (None: a periodic report)
+
+    @property
+    def best(self) -> Trial | None:
+        """The best trial so far (several objectives: the front's best on the first)."""
+        return self.front[0] if self.front else None
 
     @property
     def done(self) -> int:
@@ -139,9 +144,11 @@ class Coordinator:
         # Finished trials are counted as they are collected: no query grows with the study.
         finished_counts = Counter(t.state for t in history if t.state.is_finished())
         artifacts = study.settings.get("artifacts")
+        # With several objectives or constraints any finished trial may join the front
+        # later, or the best by value may be infeasible: every trial's weights stay.
         kept = (KeptModels(best_models(artifacts), options.keep_models, study.sign, history)
-                if artifacts else None)
-        best = _best(None, history, study.sign)
+                if artifacts and not study.measured else None)
+        front = study.front(history)
         self._next_number = max((t.number for t in history), default=-1) + 1
         failures_in_row = 0
         exhausted = False
@@ -176,15 +183,15 @@ class Coordinator:
                     self.strategy.tell(trial)
                     finished_counts[trial.state] += 1
                     failures_in_row = failures_in_row + 1 if trial.state == TrialState.FAILED else 0
-                    best = _best(best, [trial], study.sign)
+                    front = study.front([*front, trial])
                     if kept is not None:
                         kept.note(trial)
-                    progress = self._report(unfinished, finished_counts, best, started, trial)
+                    progress = self._report(unfinished, finished_counts, front, started, trial)
                     if (trial.attrs or {}).get("fatal"):
                         raise StudyStopped(f"trial {trial.number} stopped the study: "
                                            f"{trial.error_summary}")
                 if not finished:
-                    progress = self._report(unfinished, finished_counts, best, started, None)
+                    progress = self._report(unfinished, finished_counts, front, started, None)
                 # Every trial of a small budget failing is as telling as a long run of them.
                 if failures_in_row >= min(options.max_consecutive_failures, budget):
                     raise TooManyFailures(
@@ -219,9 +226,9 @@ class Coordinator:
             self.storage.release_worker(worker_id, reason="stopped")
 
     def _report(self, unfinished: dict[TrialState, int], finished: Counter[TrialState],
-                best: Trial | None, started: float, trial: Trial | None) -> Progress:
+                front: list[Trial], started: float, trial: Trial | None) -> Progress:
         counts = {**{s: 0 for s in TrialState}, **finished, **unfinished}
-        progress = Progress(self.study, counts, self.budget, best, time.monotonic() - started,
+        progress = Progress(self.study, counts, self.budget, front, time.monotonic() - started,
                             trial)
         self.on_progress(progress)
         return progress
@@ -335,15 +342,4 @@ def lease_graces(storage: Storage, workers: Iterable[WorkerRecord]) -> dict[int,
                 by_study[study] = record.settings.get("lease_grace", LEASE_GRACE)
         graces[worker.id] = LEASE_GRACE if study is None else by_study[study]
     return graces
-
-
-def _best(best: Trial | None, trials: Iterable[Trial], sign: int) -> Trial | None:
-    """The better of `best` and the COMPLETE trials among `trials` (ties: lower number)."""
-    for trial in trials:
-        if trial.state != TrialState.COMPLETE or trial.value is None:
-            continue
-        if best is None or (sign * trial.value, -trial.number) > (sign * best.value,  # type: ignore[operator]
-                                                                   -best.number):
-            best = trial
-    return best
 

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from tuner import analysis
 from tuner.coordinator import Progress
+from tuner.objectives import Objective, violations
 from tuner.states import TrialState
 from tuner.storage import StudyRecord, StudySummary, Trial, WorkerRecord, shown_epoch
 from tuner.strategies import PBTSegment
@@ -70,8 +71,30 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def arrow(study: StudyRecord) -> str:
+def arrow(study: StudyRecord | Objective) -> str:
     return "↑" if study.sign > 0 else "↓"
+
+
+def objective_values(study: StudyRecord, trial: Trial) -> list[str]:
+    """The trial's value of each objective, formatted."""
+    values = study.values_of(trial) or ()
+    return [fmt(values[i] if i < len(values) else None) for i in range(len(study.objectives))]
+
+
+def verdict(study: StudyRecord, trial: Trial) -> str:
+    """'yes' when the trial keeps every constraint, else the ones it breaks."""
+    if trial.state != TrialState.COMPLETE and not trial.measures:
+        return "-"
+    broken = [str(c) for c, v in zip(study.constraints,
+                                     violations(trial.measures, study.constraints), strict=True)
+              if v > 0]
+    return "no: " + ", ".join(broken) if broken else "yes"
+
+
+def judged(study: StudyRecord, trial: Trial) -> str:
+    """The trial's objective values as `name=value` pairs."""
+    return " ".join(f"{o.name}={v}"
+                    for o, v in zip(study.objectives, objective_values(study, trial), strict=True))
 
 
 def progress_view(progress: Progress) -> Group:
@@ -88,8 +111,11 @@ def progress_view(progress: Progress) -> Group:
           if counts.get(TrialState.PAUSED) else []),
     )
     best = progress.best
-    best_text = (f"best {study.metric} {arrow(study)} {fmt(best.value)} (trial {best.number})"
-                 if best else "best: none yet")
+    if study.multi_objective:
+        best_text = f"Pareto front: {len(progress.front)} trials"
+    else:
+        best_text = (f"best {study.metric} {arrow(study)} {fmt(best.value)} "
+                     f"(trial {best.number})" if best else "best: none yet")
     return Group(line, Text(f"{best_text} · elapsed {fmt_seconds(progress.elapsed)}"))
 
 
@@ -114,7 +140,13 @@ class ProgressDisplay:
         if self.live is not None:
             self.live.update(progress_view(progress))
             return
-        if (trial := progress.trial) is not None:
+        if (trial := progress.trial) is not None and progress.study.multi_objective:
+            self.console.print(
+                f"trial {trial.number} {trial.state.value} {judged(progress.study, trial)} · "
+                f"{progress.done}/{progress.budget} done · front {len(progress.front)} · "
+                f"elapsed {fmt_seconds(progress.elapsed)}"
+            )
+        elif (trial := progress.trial) is not None:
             self.console.print(
                 f"trial {trial.number} {trial.state.value} {progress.study.metric}="
                 f"{fmt(trial.value)} · {progress.done}/{progress.budget} done · best "
@@ -133,7 +165,10 @@ def trials_table(study: StudyRecord, trials: Sequence[Trial], *, title: str | No
         table.add_column("rank", justify="right")
     table.add_column("trial", justify="right")
     table.add_column("state")
-    table.add_column(f"{study.metric} {arrow(study)}", justify="right")
+    for objective in study.objectives:
+        table.add_column(f"{objective.name} {arrow(objective)}", justify="right")
+    if study.constraints:
+        table.add_column("feasible")
     table.add_column("best epoch", justify="right")  # counted from 1, as Keras prints it
     table.add_column("epochs", justify="right")
     table.add_column("time", justify="right")
@@ -150,8 +185,9 @@ def trials_table(study: StudyRecord, trials: Sequence[Trial], *, title: str | No
         cells = [str(rank)] if ranked else []
         cells += [
             str(trial.number), Text(trial.state.value, style=STATE_STYLES[trial.state]),
-            fmt(trial.value), fmt(shown_epoch(trial.best_epoch)), str(trial.epochs),
-            fmt_seconds(trial.duration),
+            *objective_values(study, trial),
+            *([verdict(study, trial)] if study.constraints else []),
+            fmt(shown_epoch(trial.best_epoch)), str(trial.epochs), fmt_seconds(trial.duration),
         ]
         if lineage:
             segment = PBTSegment.of(trial)

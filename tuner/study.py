@@ -317,10 +317,31 @@ class Study:
 
     @property
     def best_trial(self) -> Trial:
+        """The completed trial with the best value (with several objectives, the front's
+        best on the first: see `best_trials` for the whole front)."""
         best = self.storage.best_trial(self._record)
         if best is None:
             raise StudyNotFound(f"study {self.name!r} has no complete trial yet")
         return best
+
+    def trial(self, number: int) -> Trial:
+        """Trial `number` of the study."""
+        found = self.storage.trials(self._record.id, numbers=[number])
+        if not found:
+            raise StudyNotFound(f"study {self.name!r} has no trial #{number}")
+        return found[0]
+
+    @property
+    def best_trials(self) -> list[Trial]:
+        """The Pareto front: the completed trials that keep every constraint and that no
+        other such trial beats on every objective, best first on the first objective (with
+        one objective, those sharing the best value)."""
+        return self._record.front(self.storage.trials(self._record.id,
+                                                      states={TrialState.COMPLETE}))
+
+    @property
+    def objectives(self) -> tuple[Objective, ...]:
+        return self._record.objectives
 
     @property
     def best_params(self) -> dict[str, Any]:
@@ -337,7 +358,7 @@ class Study:
         """Trials best first: COMPLETE by value, then PRUNED by value, then the rest (or in
         the order of another column or a parameter: see `sort_trials`)."""
         return sort_trials(self.storage.trials(self._record.id, states=states),
-                           self._record.sign, sort)
+                           self._record.sign, sort, self._record)
 
     def build_best_model(self) -> Any:
         """The best configuration's (untrained) Keras model, built by the study's definition."""
@@ -357,10 +378,7 @@ class Study:
         if trial is None:
             trial = self.best_trial
         elif isinstance(trial, int):
-            found = self.storage.trials(self._record.id, numbers=[trial])
-            if not found:
-                raise StudyNotFound(f"study {self.name!r} has no trial #{trial}")
-            trial = found[0]
+            trial = self.trial(trial)
         folder_url = self._record.settings.get("artifacts") or ""
         segment = bool(trial.attrs and "segment" in trial.attrs)
         store = Artifacts(folder_url) if segment else best_models(folder_url)

@@ -66,7 +66,8 @@ _MEASURES: dict[str, Callable[[keras.Model, Callable[[], Any]], float]] = {
 assert set(_MEASURES) == set(BUILT_IN_MEASURES)
 
 
-def built_in(model: keras.Model, names: Iterable[str], batch: Callable[[], Any]) -> dict[str, float]:
+def built_in(model: keras.Model, names: Iterable[str],
+             batch: Callable[[], Any]) -> dict[str, float]:
     """The built-in measures among `names`; `batch()` gives an input batch for latency."""
     return {name: float(_MEASURES[name](model, batch)) for name in names if name in _MEASURES}
 

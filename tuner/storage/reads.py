@@ -212,6 +212,11 @@ class Reads(Database):
 
     @retrying
     def best_trial(self, study: StudyRecord) -> Trial | None:
+        """The COMPLETE trial with the best value; with several objectives or constraints,
+        the Pareto front's best on the first objective (`StudyRecord.front`)."""
+        if study.measured:
+            front = study.front(self.trials(study.id, states={TrialState.COMPLETE}))
+            return front[0] if front else None
         order = TRIALS.c.value.desc() if study.sign > 0 else TRIALS.c.value.asc()
         with self._tx() as conn:
             row = conn.execute(

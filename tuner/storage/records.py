@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from tuner.objectives import (
     parse_constraints,
     sign_of,
 )
+from tuner.pareto import front_indices
 from tuner.states import TrialState
 
 
@@ -72,6 +74,16 @@ class StudyRecord:
     def feasible(self, trial: Trial) -> bool:
         """Whether the trial keeps every constraint (all do when there are none)."""
         return is_feasible(trial.measures, self.constraints)
+
+    def front(self, trials: Iterable[Trial]) -> list[Trial]:
+        """The Pareto front: the completed feasible trials no other such trial dominates
+        (at least as good on every objective, better on one), best first by the first
+        objective. With one objective, the trials sharing the best value."""
+        candidates = [t for t in trials if t.state == TrialState.COMPLETE
+                      and self.feasible(t) and self.signed(t) is not None]
+        points = [self.signed(t) for t in candidates]
+        front = [candidates[i] for i in front_indices(points)]  # type: ignore[arg-type]
+        return sorted(front, key=lambda t: (-self.signed(t)[0], t.number))  # type: ignore[index]
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ from optuna.distributions import (
 from optuna.trial import TrialState as OptunaState
 
 from tuner.errors import TunerError
+from tuner.objectives import violations
 from tuner.space import Bool, Choice, Fixed, Float, Int, Param, Space
 from tuner.states import TrialState
-from tuner.storage.records import Trial
+from tuner.storage.records import Trial, values_of
 from tuner.strategies.base import Strategy, fill, trial_seed
 
 log = logging.getLogger(__name__)
@@ -63,21 +64,34 @@ def _last_value(trial: Trial) -> dict[int, float]:
     return {max(trial.epochs - 1, 0): trial.value}
 
 
+# Where Optuna's samplers read a trial's constraint values (<= 0: kept).
+_CONSTRAINTS = "constraints"
+_BROKEN = 1e30  # a constraint on what a trial never measured: broken, by a finite amount
+
+
+def _constraints_of(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
+    return trial.user_attrs[_CONSTRAINTS]
+
+
 class Bayes(Strategy):
     """Bayesian optimisation with Optuna's samplers, owned by the coordinator.
 
     `sampler="tpe"` (default) is multivariate TPE over conditional groups with a
     constant liar, so trials still running steer new proposals away from their points;
     `sampler="gp"` is Optuna's Gaussian-process sampler (needs PyTorch). Any Optuna
-    sampler object works too.
+    sampler object works too. With several objectives both model each (MOTPE, or one GP
+    per objective with expected hypervolume improvement); with constraints, both sample
+    where the constraints are likely kept (Optuna's `constraints_func`).
     """
 
     name = "bayes"
+    samplers: tuple[str, ...] = ("tpe", "gp")
 
     def __init__(self, sampler: str | optuna.samplers.BaseSampler = "tpe",
                  n_startup_trials: int = 10) -> None:
-        if isinstance(sampler, str) and sampler not in ("tpe", "gp"):
-            raise ValueError(f"sampler: {sampler!r} must be 'tpe', 'gp' or an Optuna sampler")
+        if isinstance(sampler, str) and sampler not in self.samplers:
+            raise ValueError(f"sampler: {sampler!r} must be "
+                             + ", ".join(map(repr, self.samplers)) + " or an Optuna sampler")
         self.sampler = sampler
         self.n_startup_trials = n_startup_trials
 
@@ -91,12 +105,13 @@ class Bayes(Strategy):
             if resumed:  # its seeded generator would replay the study's first proposals
                 self.sampler.reseed_rng()
             return self.sampler
+        constraints = _constraints_of if self.constraints else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if self.sampler == "tpe":
                 return optuna.samplers.TPESampler(
                     seed=seed, multivariate=True, group=True, constant_liar=True,
-                    n_startup_trials=self.n_startup_trials,
+                    n_startup_trials=self.n_startup_trials, constraints_func=constraints,
                 )
             try:
                 import torch  # noqa: F401
@@ -104,7 +119,18 @@ class Bayes(Strategy):
                 raise TunerError(
                     "the GP sampler needs PyTorch: pip install 'keras-tuner-service[gp]'"
                 ) from None
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.n_startup_trials)
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.n_startup_trials,
+                                             constraints_func=constraints)
+
+    def _violations(self, trial: Trial) -> list[float]:
+        return [min(v, _BROKEN) for v in violations(trial.measures, self.constraints)]
+
+    def _result(self, trial: Trial) -> list[float] | None:
+        """The trial's value of each objective, as Optuna is told it; None if it lacks one."""
+        values = values_of(trial)
+        if values is None or len(values) != len(self.objectives) or None in values:
+            return None
+        return list(values)  # type: ignore[arg-type]
 
     def start(self, space: Space, *, direction: str, seed: int, trials: Sequence[Trial],
               settings: Mapping[str, Any] | None = None) -> None:
@@ -114,7 +140,8 @@ class Bayes(Strategy):
         # not from its start: a resumed study must not replay its first random proposals.
         first = max((t.number for t in trials), default=-1) + 1
         sampler = self._make_sampler(trial_seed(seed, first), resumed=first > 0)
-        self._study = optuna.create_study(direction=direction, sampler=sampler)
+        self._study = optuna.create_study(
+            directions=[o.direction for o in self.objectives], sampler=sampler)
         self._running: dict[int, optuna.Trial] = {}
         primed = 0
         for trial in trials:
@@ -124,12 +151,16 @@ class Bayes(Strategy):
             try:
                 if trial.state.is_finished():
                     state = _STATES[trial.state]
-                    if state == OptunaState.COMPLETE and trial.value is None:
+                    values = self._result(trial)
+                    if state == OptunaState.COMPLETE and values is None:
                         state = OptunaState.FAIL  # a NaN result is stored as NULL
+                    kept = ({_CONSTRAINTS: self._violations(trial)} if self.constraints
+                            and state in (OptunaState.COMPLETE, OptunaState.PRUNED) else {})
                     self._study.add_trial(optuna.trial.create_trial(
                         params=params, distributions=dists, state=state,
-                        value=trial.value if state == OptunaState.COMPLETE else None,
-                        intermediate_values=_last_value(trial),
+                        values=values if state == OptunaState.COMPLETE else None,
+                        intermediate_values=self._intermediate(trial),
+                        user_attrs=kept, system_attrs=kept,
                     ))
                 else:  # still in flight: keep it as a running point for the constant liar
                     self._study.enqueue_trial(params, skip_if_exists=False)
@@ -154,16 +185,50 @@ class Bayes(Strategy):
         # On the trial's own Optuna trial, so the sampler learns them with its result.
         return fill(params, space, lambda param: suggested(otrial, param))
 
+    def _intermediate(self, trial: Trial) -> dict[int, float]:
+        # Optuna takes intermediate values of single-objective studies only.
+        return _last_value(trial) if len(self.objectives) == 1 else {}
+
     def tell(self, trial: Trial) -> None:
         otrial = self._running.pop(trial.number, None)
         if otrial is None:
             return
-        if trial.state == TrialState.COMPLETE and trial.value is not None:
-            self._study.tell(otrial, trial.value)
+        if self.constraints:  # read by the sampler's constraints_func as it is told
+            otrial.set_user_attr(_CONSTRAINTS, self._violations(trial))
+        values = self._result(trial)
+        if trial.state == TrialState.COMPLETE and values is not None:
+            self._study.tell(otrial, values)
         elif trial.state == TrialState.PRUNED:
             # Optuna's samplers rank a pruned trial by its last reported value and step.
-            for step, value in _last_value(trial).items():
+            for step, value in self._intermediate(trial).items():
                 otrial.report(value, step)
             self._study.tell(otrial, state=OptunaState.PRUNED)
         else:
             self._study.tell(otrial, state=OptunaState.FAIL)
+
+
+class NSGA2(Bayes):
+    """`nsga2`: Optuna's NSGA-II sampler (Deb et al. 2002), constraint-aware: generations
+    of `population_size` trials, parents chosen by non-dominated rank and crowding,
+    uniform crossover and mutation. The default population is smaller than Optuna's 50
+    so that a budget of a few dozen Keras trials still sees several generations."""
+
+    name = "nsga2"
+    samplers = ("nsga2",)
+
+    def __init__(self, sampler: str | optuna.samplers.BaseSampler = "nsga2",
+                 population_size: int = 10) -> None:
+        if population_size < 2:
+            raise ValueError(f"population_size: {population_size} must be at least 2")
+        super().__init__(sampler)
+        self.population_size = population_size
+
+    def options(self) -> dict[str, Any]:
+        return {"population_size": self.population_size}
+
+    def _make_sampler(self, seed: int, resumed: bool) -> optuna.samplers.BaseSampler:
+        if not isinstance(self.sampler, str):
+            return super()._make_sampler(seed, resumed)
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=self.population_size,
+            constraints_func=_constraints_of if self.constraints else None)
