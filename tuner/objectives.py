@@ -21,7 +21,7 @@ from typing import Any
 BUILT_IN_MEASURES = {
     "params": "trainable parameters",
     "latency_ms": "median predict time of one batch on the worker's device, after warm-up",
-    "model_bytes": "size of the model's weights saved as a .weights.h5 file",
+    "model_bytes": "bytes of the model's weights (their sizes times their dtypes')",
 }
 DIRECTIONS = ("maximize", "minimize")
 OPERATORS = ("<=", ">=")

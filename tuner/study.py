@@ -163,8 +163,8 @@ class Study:
                              "needs checkpoints (checkpoint_every, not off)")
         space = discover_space(definition)
         if record is None:
-            chosen.check(space)  # a refused run leaves nothing behind
-            check_objectives(chosen, definition)
+            check_objectives(chosen, definition)  # a refused run leaves nothing behind
+            chosen.check(space)
             try:
                 record = store.create_study(
                     name, metric=definition.metric, direction=definition.direction,

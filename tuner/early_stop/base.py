@@ -32,6 +32,9 @@ class Curves:
     finished: frozenset[int]  # trials that ran to their end (COMPLETE or PRUNED)
     max_epochs: int
     seed: int
+    # With several objectives: trial number -> each epoch's signed objective values (None
+    # for an epoch that lacks one); rules then rank by Pareto fronts.
+    vectors: Mapping[int, Sequence[tuple[float, ...] | None]] | None = None
 
 
 class EarlyStop(ABC):
@@ -63,4 +66,12 @@ def read_curves(storage: Storage, study: StudyRecord) -> Curves:
     values, finished = storage.curves(study.id)
     signed = {n: [None if v is None else study.sign * v for v in curve]
               for n, curve in values.items()}
-    return Curves(signed, finished, study.settings["epochs"], study.seed)
+    vectors = None
+    if study.multi_objective:
+        objectives = study.objectives
+        vectors = {n: [None if None in epoch else tuple(
+                       o.sign * v for o, v in zip(objectives, epoch, strict=True))
+                       for epoch in curve]
+                   for n, curve in storage.metric_curves(
+                       study.id, [o.name for o in objectives]).items()}
+    return Curves(signed, finished, study.settings["epochs"], study.seed, vectors)

@@ -133,9 +133,10 @@ class Tuner:
         objective = self.oracle.objective
         return StudyDefinition(
             hypermodel=_Built(self) if self.hypermodel is not None else None,
-            run_trial=self.run_trial, fit_args=fit_args,
-            fit_kwargs=fit_kwargs, metric=objective.name,
-            direction=objective.study_direction, epochs=fit_kwargs.get("epochs", 1),
+            run_trial=self.run_trial, fit_args=fit_args, fit_kwargs=fit_kwargs,
+            objectives=[(o.name, o.study_direction)
+                        for o in getattr(objective, "objectives", [objective])],
+            epochs=fit_kwargs.get("epochs", 1),
             patience=None, early_stop=self.early_stop or self.oracle.early_stop(),
             space=self.oracle.hyperparameters.space.copy(),
             hp_options=self.oracle.hp_options(), retries=self.oracle.max_retries_per_trial,

@@ -4,7 +4,7 @@ view's cost does not grow with the study."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,6 +209,24 @@ class Reads(Database):
             if state in ended:
                 finished.add(number)
         return values, frozenset(finished)
+
+    @retrying
+    def metric_curves(self, study_id: int, names: Sequence[str]
+                      ) -> dict[int, list[tuple[float | None, ...]]]:
+        """Per-epoch values of the named metrics (what each epoch's row holds of them) for
+        the trials `curves` reads: what early stopping by several objectives reads."""
+        live = [s.value for s in TrialState if s != TrialState.FAILED]
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(TRIALS.c.number, EPOCHS.c.metrics)
+                .join(EPOCHS, EPOCHS.c.trial_id == TRIALS.c.id)
+                .where(TRIALS.c.study_id == study_id, TRIALS.c.state.in_(live))
+                .order_by(TRIALS.c.number, EPOCHS.c.epoch)
+            ).all()
+        out: dict[int, list[tuple[float | None, ...]]] = {}
+        for number, metrics in rows:
+            out.setdefault(number, []).append(tuple((metrics or {}).get(n) for n in names))
+        return out
 
     @retrying
     def best_trial(self, study: StudyRecord) -> Trial | None:

@@ -64,13 +64,7 @@ def _last_value(trial: Trial) -> dict[int, float]:
     return {max(trial.epochs - 1, 0): trial.value}
 
 
-# Where Optuna's samplers read a trial's constraint values (<= 0: kept).
-_CONSTRAINTS = "constraints"
 _BROKEN = 1e30  # a constraint on what a trial never measured: broken, by a finite amount
-
-
-def _constraints_of(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
-    return trial.user_attrs[_CONSTRAINTS]
 
 
 class Bayes(Strategy):
@@ -81,7 +75,8 @@ class Bayes(Strategy):
     `sampler="gp"` is Optuna's Gaussian-process sampler (needs PyTorch). Any Optuna
     sampler object works too. With several objectives both model each (MOTPE, or one GP
     per objective with expected hypervolume improvement); with constraints, both sample
-    where the constraints are likely kept (Optuna's `constraints_func`).
+    where the constraints are likely kept (each trial's constraint values, <= 0 where
+    kept, are set on its Optuna trial).
     """
 
     name = "bayes"
@@ -105,13 +100,12 @@ class Bayes(Strategy):
             if resumed:  # its seeded generator would replay the study's first proposals
                 self.sampler.reseed_rng()
             return self.sampler
-        constraints = _constraints_of if self.constraints else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if self.sampler == "tpe":
                 return optuna.samplers.TPESampler(
                     seed=seed, multivariate=True, group=True, constant_liar=True,
-                    n_startup_trials=self.n_startup_trials, constraints_func=constraints,
+                    n_startup_trials=self.n_startup_trials,
                 )
             try:
                 import torch  # noqa: F401
@@ -119,11 +113,12 @@ class Bayes(Strategy):
                 raise TunerError(
                     "the GP sampler needs PyTorch: pip install 'keras-tuner-service[gp]'"
                 ) from None
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.n_startup_trials,
-                                             constraints_func=constraints)
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.n_startup_trials)
 
-    def _violations(self, trial: Trial) -> list[float]:
-        return [min(v, _BROKEN) for v in violations(trial.measures, self.constraints)]
+    def _violations(self, trial: Trial) -> dict[str, float]:
+        """The trial's constraint values as Optuna takes them: <= 0 where kept."""
+        return {c.name: min(v, _BROKEN) for c, v in zip(
+            self.constraints, violations(trial.measures, self.constraints), strict=True)}
 
     def _result(self, trial: Trial) -> list[float] | None:
         """The trial's value of each objective, as Optuna is told it; None if it lacks one."""
@@ -154,13 +149,13 @@ class Bayes(Strategy):
                     values = self._result(trial)
                     if state == OptunaState.COMPLETE and values is None:
                         state = OptunaState.FAIL  # a NaN result is stored as NULL
-                    kept = ({_CONSTRAINTS: self._violations(trial)} if self.constraints
-                            and state in (OptunaState.COMPLETE, OptunaState.PRUNED) else {})
+                    judged = state in (OptunaState.COMPLETE, OptunaState.PRUNED)
                     self._study.add_trial(optuna.trial.create_trial(
                         params=params, distributions=dists, state=state,
                         values=values if state == OptunaState.COMPLETE else None,
                         intermediate_values=self._intermediate(trial),
-                        user_attrs=kept, system_attrs=kept,
+                        constraints=self._violations(trial) if judged and self.constraints
+                        else None,
                     ))
                 else:  # still in flight: keep it as a running point for the constant liar
                     self._study.enqueue_trial(params, skip_if_exists=False)
@@ -193,8 +188,8 @@ class Bayes(Strategy):
         otrial = self._running.pop(trial.number, None)
         if otrial is None:
             return
-        if self.constraints:  # read by the sampler's constraints_func as it is told
-            otrial.set_user_attr(_CONSTRAINTS, self._violations(trial))
+        for name, value in self._violations(trial).items():  # read by the sampler
+            otrial.set_constraint(name, value)
         values = self._result(trial)
         if trial.state == TrialState.COMPLETE and values is not None:
             self._study.tell(otrial, values)
@@ -229,6 +224,4 @@ class NSGA2(Bayes):
     def _make_sampler(self, seed: int, resumed: bool) -> optuna.samplers.BaseSampler:
         if not isinstance(self.sampler, str):
             return super()._make_sampler(seed, resumed)
-        return optuna.samplers.NSGAIISampler(
-            seed=seed, population_size=self.population_size,
-            constraints_func=_constraints_of if self.constraints else None)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=self.population_size)
