@@ -1,4 +1,5 @@
-"""Search strategies, chosen by name (`grid`, `random`, `bayes`) or passed as objects."""
+"""Search strategies, chosen by name (`grid`, `random`, `bayes`, `evolution`...) or passed as
+objects."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tuner.strategies._bayes import Bayes
+from tuner.strategies._evolution import Evolution
 from tuner.strategies._grid import GridSearch
 from tuner.strategies._pbt import PBT, PBTSegment
 from tuner.strategies._random import RandomSearch
@@ -26,7 +28,7 @@ class BayesGP(Bayes):
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (GridSearch, RandomSearch, Bayes, BayesGP, PBT)
+    s.name: s for s in (GridSearch, RandomSearch, Bayes, BayesGP, PBT, Evolution)
 }
 
 
@@ -47,6 +49,6 @@ def strategy_name(strategy: str | Strategy) -> str:
 
 
 __all__ = [
-    "PBT", "WAIT", "Bayes", "BayesGP", "GridSearch", "PBTSegment", "Proposal", "RandomSearch",
-    "STRATEGIES", "Strategy", "make_strategy", "strategy_name", "trial_seed",
+    "PBT", "WAIT", "Bayes", "BayesGP", "Evolution", "GridSearch", "PBTSegment", "Proposal",
+    "RandomSearch", "STRATEGIES", "Strategy", "make_strategy", "strategy_name", "trial_seed",
 ]
