@@ -28,7 +28,7 @@ def brute_front(study, trials):
             if not any(dominates(signed[b.number], signed[a.number]) for b in done)}
 
 
-@pytest.mark.parametrize("strategy", ["bayes", "nsga2", "random", "grid"])
+@pytest.mark.parametrize("strategy", ["bayes", "nsga2", "evolution", "random", "grid"])
 def test_toy_front_is_the_non_dominated_set(strategy, storage_url):
     study = Study.create(definition=STUDIES / "toy_pareto.py", storage=storage_url,
                          strategy=strategy, seed=3)

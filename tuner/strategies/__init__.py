@@ -1,5 +1,5 @@
-"""Search strategies, chosen by name (`grid`, `random`, `bayes`, `nsga2`, ...) or passed as
-objects."""
+"""Search strategies, chosen by name (`grid`, `random`, `bayes`, `nsga2`, `evolution`, ...)
+or passed as objects."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tuner.strategies._bayes import NSGA2, Bayes
+from tuner.strategies._evolution import Evolution
 from tuner.strategies._grid import GridSearch
 from tuner.strategies._pbt import PBT, PBTSegment
 from tuner.strategies._random import RandomSearch
@@ -27,7 +28,7 @@ class BayesGP(Bayes):
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (GridSearch, RandomSearch, Bayes, BayesGP, NSGA2, PBT)
+    s.name: s for s in (GridSearch, RandomSearch, Bayes, BayesGP, NSGA2, Evolution, PBT)
 }
 
 
@@ -48,7 +49,7 @@ def strategy_name(strategy: str | Strategy) -> str:
 
 
 __all__ = [
-    "NSGA2", "PBT", "WAIT", "Bayes", "BayesGP", "GridSearch", "PBTSegment", "Proposal",
-    "RandomSearch",
-    "STRATEGIES", "Strategy", "make_strategy", "strategy_name", "trial_seed",
+    "NSGA2", "PBT", "WAIT", "Bayes", "BayesGP", "Evolution", "GridSearch", "PBTSegment",
+    "Proposal", "RandomSearch", "STRATEGIES", "Strategy", "make_strategy", "strategy_name",
+    "trial_seed",
 ]
