@@ -366,7 +366,7 @@ def test_options_round_trip_through_make_strategy():
     made = make_strategy("evolution", Evolution(population=7, sample_size=3).options())
     assert isinstance(made, Evolution) and made.name == "evolution"
     assert (made.population, made.sample_size) == (7, 3)
-    assert make_strategy("evolution").options() == {"population": 20, "sample_size": 5}
+    assert make_strategy("evolution").options() == {"population": 10, "sample_size": 3}
 
 
 @pytest.mark.parametrize(("options", "message"), [

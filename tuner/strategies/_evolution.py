@@ -99,7 +99,7 @@ class Evolution(Strategy):
 
     name = "evolution"
 
-    def __init__(self, population: int = 20, sample_size: int = 5) -> None:
+    def __init__(self, population: int = 10, sample_size: int = 3) -> None:
         for label, value in (("population", population), ("sample_size", sample_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{label}: {value!r} must be an integer")
