@@ -189,7 +189,7 @@ def test_a_reader_opens_a_tuner_database_and_upgrades_an_older_one(storage_url):
     reader = Storage(storage_url, create=False)
     make_study(reader)
     assert [s.study.name for s in Storage(storage_url, create=False).list_studies()] == ["kept"]
-    assert snapshot(storage_url)["alembic_version"] == [("0004",)]
+    assert snapshot(storage_url)["alembic_version"] == [("0005",)]
 
 
 # -- 4. a read-only database ----------------------------------------------------------------

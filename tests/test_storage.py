@@ -34,7 +34,7 @@ def test_schema_is_created_on_first_use_and_stamped(storage_url):
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
         tables = set(sa.inspect(conn).get_table_names())
     engine.dispose()
-    assert version == "0004"
+    assert version == "0005"
     assert {"studies", "trials", "trial_epochs", "workers"} <= tables
     Storage(storage_url)  # a second open finds the schema current and changes nothing
 
