@@ -14,15 +14,15 @@ train_test_split(test_size=0.25, random_state=0, stratify=y)), with the same see
 same budget B of training epochs, at most E epochs per trial:
 
   this service    random, random+asha, random+asha-promotion, random+hyperband, bayes,
-                  bayes+asha, pbt   (Study, InProcess: 1 worker; -promotion: ASHA pauses
+                  bayes+asha, evolution, pbt   (Study, InProcess: 1 worker; -promotion: ASHA pauses
                   trials at a rung and resumes them from their checkpoint when promoted)
   KerasTuner      kt-random, kt-hyperband, kt-bayes
   Optuna          optuna-tpe-median, optuna-tpe-hyperband  (TPE + MedianPruner/HyperbandPruner,
                   pruned by a Keras callback that reports val_accuracy after every epoch)
 
 How each method spends B:
-  - no early stopping across trials (random, bayes, kt-random, kt-bayes): B // E trials of
-    E epochs each;
+  - no early stopping across trials (random, bayes, evolution, kt-random, kt-bayes): B // E
+    trials of E epochs each;
   - pbt: a population of B // E members (`optimize(trials=B // E)`), each trained for E
     epochs in segments (one trial per segment);
   - ASHA and Optuna's pruners: trials are started until B epochs have been trained
@@ -86,7 +86,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # benchmark this working tree
 
 SERVICE = ("random", "random+asha", "random+asha-promotion", "random+hyperband", "bayes",
-           "bayes+asha", "pbt")
+           "bayes+asha", "evolution", "pbt")
 KERAS_TUNER = ("kt-random", "kt-hyperband", "kt-bayes")
 OPTUNA = ("optuna-tpe-median", "optuna-tpe-hyperband")
 METHODS = SERVICE + KERAS_TUNER + OPTUNA
