@@ -29,6 +29,54 @@ def stored_trial(storage: Any, trial_id: int) -> Any:
     return trial
 
 
+def objective_study(storage: Any, name: str, objectives: list[tuple[str, str]],
+                    constraints: list[tuple[str, str, float]],
+                    trials: list[tuple[list[float] | None, dict[str, float] | None]]) -> Any:
+    """A study judged by several objectives (and constraints), written directly: each
+    trial's (values, measures) completes it, or (None, None) fails it; parameter `units`
+    is the trial's number + 1."""
+    from tuner.objectives import Constraint, Objective, to_settings
+    from tuner.space import Int, Space
+    from tuner.states import TrialState
+
+    settings = {"epochs": 1, **to_settings([Objective(*o) for o in objectives],
+                                           [Constraint(*c) for c in constraints])}
+    study = storage.create_study(name, metric=objectives[0][0], direction=objectives[0][1],
+                                 strategy="random", seed=1,
+                                 space=Space(units=Int(1, 100)).to_dict(), settings=settings)
+    storage.enqueue_trials(study.id, [(n, {"units": n + 1}, None) for n in range(len(trials))])
+    worker = storage.register_worker(host="h", pid=1, device="cpu", study_id=study.id)
+    for values, measures in trials:
+        trial = storage.claim_trial(study.id, worker)
+        if values is None:
+            assert storage.finish_trial(trial.id, worker, TrialState.FAILED, error="boom")
+            continue
+        storage.report_epoch(trial.id, worker, 0, values[0], {objectives[0][0]: values[0]})
+        assert storage.finish_trial(trial.id, worker, TrialState.COMPLETE, value=values[0],
+                                    best_epoch=0, values=values, measures=measures)
+        assert stored_trial(storage, trial.id).values == values
+    storage.stop_worker(worker)
+    return storage.study_by_id(study.id)
+
+
+# Two objectives and a latency constraint. #2 would dominate every other trial, but breaks
+# the constraint; #7 never measured its latency (broken too); #5 is dominated by #4.
+TRADEOFF = {
+    "objectives": [("acc", "maximize"), ("params", "minimize")],
+    "constraints": [("latency_ms", "<=", 2.0)],
+    "trials": [([0.90, 100.0], {"params": 100.0, "latency_ms": 1.0}),
+               ([0.80, 50.0], {"params": 50.0, "latency_ms": 1.5}),
+               ([0.95, 40.0], {"params": 40.0, "latency_ms": 5.0}),
+               ([0.70, 200.0], {"params": 200.0, "latency_ms": 1.0}),
+               ([0.85, 80.0], {"params": 80.0, "latency_ms": 0.5}),
+               ([0.85, 90.0], {"params": 90.0, "latency_ms": 0.5}),
+               (None, None),
+               ([0.99, 10.0], {"params": 10.0})],
+}
+TRADEOFF_FRONT = [0, 4, 1]  # best first by accuracy
+TRADEOFF_INFEASIBLE = [2, 7]
+
+
 def empty_database(url: str) -> str:
     """Drop the project's tables so the schema is created afresh by the code under test."""
     engine = sa.create_engine(url)

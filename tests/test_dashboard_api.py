@@ -4,6 +4,7 @@ read-only guard. (The browser tests drive the same app through the real server.)
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -12,10 +13,18 @@ import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
-from tests.conftest import SHOWCASE_NAMES
+from tests.conftest import (
+    SHOWCASE_NAMES,
+    TRADEOFF,
+    TRADEOFF_FRONT,
+    TRADEOFF_INFEASIBLE,
+    objective_study,
+)
+from tuner import analysis
 from tuner.dashboard import check_bind, create_app, data
 from tuner.dashboard.app import allowed_hosts_for
 from tuner.errors import TunerError
+from tuner.objectives import parse_objectives
 from tuner.ranking import rank
 from tuner.space import Choice, Float, Int, Space
 from tuner.states import TrialState
@@ -497,3 +506,147 @@ def test_trial_page_query_in_sql(storage_url):
                                      numeric=numeric, offset=1, limit=1)
     assert total == sum(1 for n in range(24, 30) if params[n]["act"] == "gelu")
     assert len(page) == 1
+
+
+# -- several objectives and constraints -------------------------------------------------------
+
+def tradeoff_study(url, name="tradeoff", **changes):
+    storage = Storage(url)
+    return storage, objective_study(storage, name, **{**TRADEOFF, **changes})
+
+
+def test_pareto_api_gives_the_feasible_front_and_its_hypervolume(sqlite_url):
+    storage, study = tradeoff_study(sqlite_url)
+    with TestClient(create_app(storage)) as client:
+        got = client.get(f"/api/studies/{study.id}/pareto").json()
+        assert got["front"] == TRADEOFF_FRONT  # not #2 or #7: they break the constraint
+        assert got["front"] == [t.number for t in analysis.pareto_front(
+            study, storage.trials(study.id))]
+        assert got["objectives"] == [{"name": "acc", "direction": "maximize"},
+                                     {"name": "params", "direction": "minimize"}]
+        assert got["constraints"] == ["latency_ms <= 2"]
+        points = {p["number"]: p for p in got["points"]}
+        assert sorted(points) == [0, 1, 2, 3, 4, 5, 7]  # not the failed #6
+        assert [n for n, p in points.items() if not p["feasible"]] == TRADEOFF_INFEASIBLE
+        assert points[2]["broken"] == ["latency_ms <= 2"] and points[2]["values"] == [0.95, 40]
+        assert [n for n, p in points.items() if p["front"]] == sorted(TRADEOFF_FRONT)
+        # from the worst feasible values (0.7, 200): the boxes under #0, #4 and #1
+        assert got["reference"] == [0.7, 200.0]
+        hv = [h["hypervolume"] for h in got["hypervolume"]]
+        assert [h["number"] for h in got["hypervolume"]] == [0, 1, 3, 4, 5]
+        assert hv == sorted(hv)
+        assert hv[-1] == pytest.approx(0.2 * 100 + 0.15 * 20 + 0.1 * 30)
+
+        figures = client.get(f"/api/studies/{study.id}/charts").json()
+        traces = {t["name"]: t for t in figures["pareto"]["data"]}
+        front = traces["Pareto front"]
+        assert front["type"] == "scatter" and front["line"]["shape"] == "vh"
+        assert (front["x"], front["y"]) == ([0.8, 0.85, 0.9], [50, 80, 100])
+        assert [t.split("<br>")[0] for t in traces["infeasible"]["text"]] == ["#2", "#7"]
+        assert traces["infeasible"]["marker"]["symbol"] == "x"
+        assert [t.split("<br>")[0] for t in traces["dominated"]["text"]] == ["#3", "#5"]
+        assert traces["dominated"]["text"][0] == "#3<br>acc = 0.7<br>params = 200"
+        layout = figures["pareto"]["layout"]
+        assert layout["xaxis"]["title"]["text"] == "acc (maximize)"
+        assert layout["yaxis"]["title"]["text"] == "params (minimize)"
+        assert figures["hypervolume"]["data"][0]["y"] == pytest.approx(hv)
+
+        # the table and the trial page: a column per objective, the constraints' verdict
+        rows = client.get(f"/api/studies/{study.id}/trials",
+                          params={"sort": "number", "order": "asc"}).json()["trials"]
+        assert [r["values"] for r in rows[:2]] == [[0.9, 100], [0.8, 50]]
+        assert [r["verdict"] for r in rows] == ["feasible", "feasible", "breaks latency_ms <= 2",
+                                                "feasible", "feasible", "feasible", None,
+                                                "breaks latency_ms <= 2"]
+        page = client.get(f"/studies/{study.id}").text
+        assert 'id="chart-pareto"' in page and 'id="chart-hypervolume"' in page
+        assert "acc ↑</a></th>" in page and "params ↓</th>" in page
+        assert '<td class="verdict broken">breaks latency_ms &lt;= 2</td>' in page
+        assert '<dd id="front-size">3 trials</dd>' in page
+        trial = client.get(f"/studies/{study.id}/trials/2").text
+        assert '<dd class="objective-value">40</dd>' in trial
+        assert '<dd id="trial-verdict">breaks latency_ms &lt;= 2</dd>' in trial
+        assert 'id="measures"' in trial and "latency_ms &lt;= 2: broken" in trial
+
+
+def test_three_objectives_draw_a_3d_scatter_and_more_the_first_three(sqlite_url):
+    storage = Storage(sqlite_url)
+    points = [[0.9, 100.0, 3.0], [0.8, 50.0, 2.0], [0.7, 200.0, 9.0], [0.95, 300.0, 1.0]]
+    trials = [(p, {"params": p[1], "latency_ms": p[2]}) for p in points]
+    objectives = [("acc", "maximize"), ("params", "minimize"), ("latency_ms", "minimize")]
+    three = objective_study(storage, "three", objectives, [], trials)
+    four = objective_study(storage, "four", [*objectives, ("loss", "minimize")], [],
+                           [(p + [0.1], m) for p, m in trials])
+    with TestClient(create_app(storage)) as client:
+        figure = client.get(f"/api/studies/{three.id}/charts").json()["pareto"]
+        assert {t["type"] for t in figure["data"]} == {"scatter3d"}
+        front = next(t for t in figure["data"] if t["name"] == "Pareto front")
+        assert sorted(front["z"]) == [1.0, 2.0, 3.0]  # #2 is dominated by #0
+        scene = figure["layout"]["scene"]
+        assert [scene[f"{a}axis"]["title"]["text"] for a in "xyz"] == [
+            "acc (maximize)", "params (minimize)", "latency_ms (minimize)"]
+        figure = client.get(f"/api/studies/{four.id}/charts").json()["pareto"]
+        assert {t["type"] for t in figure["data"]} == {"scatter3d"}
+        assert all("x" in t and "z" in t for t in figure["data"])
+        assert "first 3 of 4" in figure["layout"]["title"]["text"]
+        assert all("loss = 0.1" in text for t in figure["data"] for text in t["text"])
+
+
+def test_a_single_objective_study_has_no_pareto_chart(client, ids):
+    figures = client.get(f"/api/studies/{ids['learners']}/charts").json()
+    assert "pareto" not in figures and "hypervolume" not in figures
+    page = client.get(f"/studies/{ids['learners']}").text
+    assert "chart-pareto" not in page and 'id="best-value"' in page
+    assert "constraints" not in page and "verdict" not in page
+
+
+def test_hostile_objective_and_constraint_names_are_escaped(sqlite_url):
+    bad, worse = "<script>alert(1)</script>", '<img src=x onerror="alert(2)">'
+    parse_objectives([bad, worse])  # a study file may name them so
+    storage, study = tradeoff_study(
+        sqlite_url, name="hostile", objectives=[(bad, "maximize"), (worse, "minimize")],
+        constraints=[(bad, ">=", 0.75)],
+        trials=[([0.9, 1.0], {bad: 0.9, worse: 1.0}), ([0.7, 0.5], {bad: 0.7, worse: 0.5}),
+                ([0.8, 2.0], {bad: 0.8, worse: 2.0})])
+    with TestClient(create_app(storage)) as client:
+        for path in ("/", f"/studies/{study.id}", f"/studies/{study.id}/trials/1",
+                     f"/studies/{study.id}?fragment=table"):
+            text = client.get(path).text
+            assert bad not in text and worse not in text and "<img" not in text, path
+            assert str(escape(bad)) in text, path
+        figures = client.get(f"/api/studies/{study.id}/charts").json()
+        for name in ("pareto", "hypervolume"):
+            flat = json.dumps(figures[name])
+            assert "<script" not in flat and "<img" not in flat, name
+            assert "&lt;script&gt;" in flat, name
+        traces = {t["name"]: t for t in figures["pareto"]["data"]}
+        assert traces["infeasible"]["text"] == [
+            "#1<br>&lt;script&gt;alert(1)&lt;/script&gt; = 0.7<br>"
+            "&lt;img src=x onerror=&quot;alert(2)&quot;&gt; = 0.5<br>"
+            "breaks &lt;script&gt;alert(1)&lt;/script&gt; &gt;= 0.75"]
+        # the JSON data gives names as they are: it is data, not markup
+        assert client.get(f"/api/studies/{study.id}/pareto").json()["objectives"][0]["name"] == bad
+
+
+def test_the_quick_front_is_analysis_pareto_front(sqlite_url):
+    """`fronts.front` (one pass, sorted best first) agrees with the O(n^2) ranking, ties and
+    duplicates included, on three objectives of mixed directions."""
+    import dataclasses as dc
+    import random
+
+    from tuner import fronts
+
+    storage, study = tradeoff_study(sqlite_url)
+    study = dc.replace(study, settings={**study.settings, "objectives": [
+        ["a", "maximize"], ["b", "minimize"], ["c", "maximize"]]})
+    template = storage.trials(study.id)[0]
+    rng = random.Random(7)
+    trials = []
+    for n in range(300):  # a trades against b; small integers: ties and duplicates
+        a = rng.randint(0, 9)
+        trials.append(dc.replace(
+            template, number=n, values=[a, a + rng.randint(0, 3), rng.randint(0, 3)],
+            measures={"latency_ms": rng.choice([0.5, 3.0])}))
+    quick = [t.number for t in fronts.front(study, trials)]
+    assert quick == [t.number for t in analysis.pareto_front(study, trials)]
+    assert 1 < len(quick) < 300

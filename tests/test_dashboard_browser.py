@@ -24,7 +24,16 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.conftest import ROOT, SHOWCASE_NAMES, cli_env, run_cli
+from tests.conftest import (
+    ROOT,
+    SHOWCASE_NAMES,
+    TRADEOFF,
+    TRADEOFF_FRONT,
+    TRADEOFF_INFEASIBLE,
+    cli_env,
+    objective_study,
+    run_cli,
+)
 from tuner.display import fmt
 from tuner.states import TrialState
 from tuner.storage import Storage
@@ -519,6 +528,57 @@ def test_workers_page(page, base, storage, shots):
     assert [(int(r[0]), r[1], int(r[2]), r[3], r[4], int(r[-1])) for r in rows] == [
         (w.id, w.host, w.pid, w.device, "stopped", w.trials_done) for w in workers]
     screenshot(page, shots, "workers")
+
+
+# -- several objectives -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tradeoff(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A dashboard over a hand-made study of two objectives and a constraint."""
+    folder = tmp_path_factory.mktemp("tradeoff")
+    url = f"sqlite:///{folder / 'tuner.db'}"
+    storage = Storage(url)
+    study = objective_study(storage, "tradeoff", **TRADEOFF)
+    storage.dispose()
+    server = Server(url, folder)
+    try:
+        server.wait_ready()
+        yield {"base": server.base, "study": study}
+    finally:
+        server.stop()
+
+
+def test_pareto_chart_draws_the_front_apart_from_the_rest(page, tradeoff, shots):
+    base, study = tradeoff["base"], tradeoff["study"]
+    page.goto(f"{base}/studies/{study.id}")
+    wait_charts(page)
+    drawn = chart(page, "pareto")
+    completed = [n for n, (values, _) in enumerate(TRADEOFF["trials"]) if values is not None]
+    # an SVG marker per completed trial, and the front's staircase
+    assert drawn["svgs"] >= 1 and drawn["width"] > 300, drawn
+    assert drawn["points"] == len(completed) and drawn["lines"] == 1, drawn
+    for text in ("Pareto front", "infeasible", "dominated", "acc (maximize)",
+                 "params (minimize)"):  # legend entries and axis titles
+        assert text in drawn["text"], text
+    traces = page.locator("#chart-pareto").evaluate(
+        "el => el.data.map(t => [t.name, t.text.map(s => s.split('<br>')[0])])")
+    assert dict(traces) == {"dominated": ["#3", "#5"],
+                            "infeasible": [f"#{n}" for n in TRADEOFF_INFEASIBLE],
+                            "Pareto front": ["#1", "#4", "#0"]}  # along acc, the better last
+    # the front's markers are where the trials are: the x and y of each in pixels differ
+    front = page.locator("#chart-pareto g.trace").nth(2).locator("path.point")
+    assert front.count() == len(TRADEOFF_FRONT)
+    boxes = [front.nth(i).bounding_box() for i in range(front.count())]
+    assert len({round(b["x"]) for b in boxes}) == len(TRADEOFF_FRONT)
+    hypervolume = chart(page, "hypervolume")
+    assert hypervolume["lines"] == 1 and "Hypervolume" in hypervolume["text"]
+
+    header = page.locator("table#trials thead th").all_inner_texts()
+    assert header[2:5] == ["acc ↑", "params ↓", "constraints"]
+    rows = {r[0]: r for r in table(page, "table#trials")}
+    assert rows["2"][2:5] == ["0.95", "40", "breaks latency_ms <= 2"]
+    assert page.locator("#front-size").inner_text() == "3 trials"
+    screenshot(page, shots, "pareto_study")
 
 
 # -- live updates ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SHOWCASE_NAMES, cli_env, run_cli
+from tests.conftest import ROOT, SHOWCASE_NAMES, TRADEOFF, cli_env, objective_study, run_cli
 from tuner import analysis
 from tuner.display import fmt
 from tuner.errors import StudyNotFound
@@ -361,3 +361,37 @@ def test_render_report_raises_for_an_unknown_study_or_format(showcase: str) -> N
         render_report(Storage(showcase), "no-such-study", "html")
     with pytest.raises(ValueError, match="format 'pdf'"):
         render_report(Storage(showcase), "pbt_digits", "pdf")
+
+
+def test_a_multi_objective_report_shows_objectives_front_and_hypervolume(tmp_path: Path) -> None:
+    from tuner.report import render_report
+
+    storage = Storage(f"sqlite:///{tmp_path / 'tuner.db'}")
+    objective_study(storage, "tradeoff", **TRADEOFF)
+    page = Page(render_report(storage, "tradeoff", "html"))
+    setup = dict(page.table("Setup")[1:])
+    assert setup["Objectives"] == "acc (maximize), params (minimize)"
+    assert setup["Constraints"] == "latency_ms <= 2" and "Metric" not in setup
+    header, *rows = page.table("Pareto front")
+    assert header[:4] == ["Trial", "acc ↑", "params ↓", "Constraints"]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("0", "0.9", "100", "feasible"), ("4", "0.85", "80", "feasible"),
+        ("1", "0.8", "50", "feasible")]  # not #2, which breaks the latency bound
+    header, *rows = page.table("Top ")
+    by_trial = {r[1]: dict(zip(header, r, strict=True)) for r in rows}
+    assert (by_trial["2"]["acc ↑"], by_trial["2"]["params ↓"]) == ("0.95", "40")
+    assert by_trial["2"]["Constraints"] == "breaks latency_ms <= 2"
+    assert by_trial["6"]["Constraints"] == "-"  # failed: never judged
+    text = render_report(storage, "tradeoff", "html")
+    for chart in ("Pareto front", "Hypervolume"):
+        assert f'<figure aria-label="{chart}">' in text
+    assert all(drawn > 20 for drawn in page.svgs) and len(page.svgs) >= 3
+    ids = re.findall(r'\bid="([^"]+)"', text)
+    assert len(ids) == len(set(ids))
+
+    md = render_report(storage, "tradeoff", "md")
+    header, *rows = md_table(md, "Pareto front")
+    assert [r[0] for r in rows] == ["0", "4", "1"] and header[1:3] == ["acc ↑", "params ↓"]
+    assert "![Pareto front](data:image/svg+xml;base64," in md
+    assert "![Hypervolume](data:image/svg+xml;base64," in md
+    storage.dispose()

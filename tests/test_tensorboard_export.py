@@ -144,3 +144,33 @@ def test_unknown_study_raises(storage: Storage, tmp_path: Path):
     with pytest.raises(StudyNotFound, match="nope"):
         export_tensorboard(storage, "nope", tmp_path / "tb")
     assert not (tmp_path / "tb").exists()
+
+
+def test_every_objective_and_measure_is_a_metric_of_each_run(tmp_path: Path):
+    from tensorboard.plugins.hparams import metadata
+
+    from tests.conftest import TRADEOFF, objective_study
+
+    storage = Storage(f"sqlite:///{tmp_path / 'tuner.db'}")
+    study = objective_study(storage, "mo", **TRADEOFF)
+    out = tmp_path / "tb"
+    assert export_tensorboard(storage, "mo", out) == len(TRADEOFF["trials"])
+    multiplexer = read_runs(out)
+    content = multiplexer.PluginRunToTagToContent(metadata.PLUGIN_NAME)
+    experiment = metadata.parse_experiment_plugin_data(content["."][metadata.EXPERIMENT_TAG])
+    assert [m.name.tag for m in experiment.metric_infos] == ["acc", "params", "latency_ms"]
+    for trial in storage.trials(study.id):
+        run = f"trial-{trial.number:05d}"
+        if trial.values is None:  # the failed one: nothing to compare
+            assert trial.state is TrialState.FAILED
+            assert not {"acc", "params"} & set(multiplexer.Runs()[run]["tensors"])
+            continue
+        assert scalars(multiplexer, run, "acc") == pytest.approx({0: trial.values[0]})
+        assert scalars(multiplexer, run, "params") == pytest.approx({0: trial.values[1]})
+        latency = trial.measures.get("latency_ms")
+        tags = multiplexer.Runs()[run]["tensors"]
+        if latency is None:  # never measured: no point rather than a made-up one
+            assert "latency_ms" not in tags
+        else:
+            assert scalars(multiplexer, run, "latency_ms") == pytest.approx({0: latency})
+    storage.dispose()

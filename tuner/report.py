@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tuner import analysis
+from tuner import analysis, fronts
 from tuner.display import arrow, fmt, fmt_seconds
 from tuner.ranking import rank
 from tuner.space import Space, describe
@@ -71,7 +71,8 @@ def render_report(storage: Storage, name: str, fmt: str) -> str:
     best = storage.best_trial(study)  # the same query as `tuner best`, so they agree
     generated = f"Generated {_when(datetime.now(UTC).timestamp())} from {safe_url(storage.url)}."
     blocks = [Para(generated), *_setup(study, trials), *_top(study, trials),
-              *_best(storage, study, trials, best), *_charts(storage, study, trials)]
+              *_pareto(study, trials), *_best(storage, study, trials, best),
+              *_charts(storage, study, trials)]
     return RENDERERS[fmt](f"Tuning report: {study.name}", blocks)
 
 
@@ -83,7 +84,10 @@ def _setup(study: StudyRecord, trials: Sequence[Trial]) -> list[Block]:
     rows = [
         ["Study", study.name],
         ["Strategy", study.strategy],
-        ["Metric", f"{study.metric} ({study.direction})"],
+        *([["Objectives", ", ".join(map(fronts.label, study.objectives))]]
+          if study.multi_objective else [["Metric", f"{study.metric} ({study.direction})"]]),
+        *([["Constraints", "; ".join(map(str, study.constraints))]] if study.constraints
+          else []),
         ["Seed", str(study.seed)],
         ["Epochs per trial (at most)", fmt(settings.get("epochs"))],
         ["Batch size", fmt(settings.get("batch_size"))],
@@ -109,11 +113,10 @@ def _top(study: StudyRecord, trials: Sequence[Trial]) -> list[Block]:
     names: list[str] = []
     for trial in ranked:
         names += [n for n in trial.params if n not in names]
-    rows = [[str(i), str(t.number), t.state.value, fmt(t.value), str(t.epochs),
+    rows = [[str(i), str(t.number), t.state.value, *_judged_cells(study, t), str(t.epochs),
              fmt_seconds(t.duration), *(fmt(t.params.get(n)) for n in names)]
             for i, t in enumerate(ranked, 1)]
-    columns = ["Rank", "Trial", "State", f"{study.metric} {arrow(study)}", "Epochs", "Time",
-               *names]
+    columns = ["Rank", "Trial", "State", *_judged_columns(study), "Epochs", "Time", *names]
     blocks: list[Block] = [Heading(f"Top {len(ranked)} trials"), Table(columns, rows)]
     failed = [t for t in trials if t.state == TrialState.FAILED]
     if failed:
@@ -127,11 +130,56 @@ def _top(study: StudyRecord, trials: Sequence[Trial]) -> list[Block]:
     return blocks
 
 
+def _judged_columns(study: StudyRecord) -> list[str]:
+    """The value's column, or one per objective; and the constraints' verdict if any."""
+    columns = [f"{o.name} {'↑' if o.sign > 0 else '↓'}" for o in study.objectives]
+    return columns + (["Constraints"] if study.constraints else [])
+
+
+def _judged_cells(study: StudyRecord, trial: Trial) -> list[str]:
+    values = list(study.values_of(trial) or ())
+    values += [None] * (len(study.objectives) - len(values))
+    cells = [fmt(v) for v in values[:len(study.objectives)]]
+    return cells + ([fmt(fronts.verdict(study, trial))] if study.constraints else [])
+
+
+def _pareto(study: StudyRecord, trials: Sequence[Trial]) -> list[Block]:
+    """Several objectives: the front as a table and a scatter, and its hypervolume."""
+    if not study.multi_objective:
+        return []
+    front = fronts.front(study, trials)
+    blocks: list[Block] = [Heading("Pareto front")]
+    if not front:
+        return [*blocks, Para("No completed trial keeps every constraint yet: no front.")]
+    names: list[str] = []
+    for trial in front:
+        names += [n for n in trial.params if n not in names]
+    blocks += [
+        Para(f"{len(front)} of the completed trials that keep every constraint are beaten "
+             "by no other on every objective; best first by the first objective."),
+        Table(["Trial", *_judged_columns(study), *names],
+              [[str(t.number), *_judged_cells(study, t), *(fmt(t.params.get(n)) for n in names)]
+               for t in front]),
+        Chart("Pareto front", _pareto_svg(study, fronts.points(study, trials))),
+        Heading("Hypervolume", 3)]
+    history, reference = fronts.hypervolume(study, trials)
+    where = ", ".join(f"{o.name} = {fmt(r)}" for o, r in zip(study.objectives, reference or (),
+                                                              strict=False))
+    blocks += [Para(f"The volume the front dominates, from the worst value of each objective "
+                    f"({where}), after each feasible trial."),
+               Chart("Hypervolume", _hypervolume_svg(history))]
+    return blocks
+
+
 def _best(storage: Storage, study: StudyRecord, trials: Sequence[Trial],
           best: Trial | None) -> list[Block]:
     blocks: list[Block] = [Heading("Best configuration")]
     if best is None:
         return [*blocks, Para("No trial has completed yet.")]
+    if study.multi_objective:
+        blocks.append(Para(f"With several objectives no trial is best on all: this is the "
+                           f"best by {study.metric}, the first; the Pareto front above lists "
+                           "the trade-offs."))
     blocks += [
         Para(f"Trial {best.number}: {study.metric} = {fmt(best.value)} ({study.direction}) "
              f"at epoch {fmt(shown_epoch(best.best_epoch))}."),
@@ -198,6 +246,50 @@ def _history_svg(study: StudyRecord, points: Sequence[analysis.HistoryPoint]) ->
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     return _svg(fig, "history")
+
+
+def _pareto_svg(study: StudyRecord, points: Sequence[fronts.Point]) -> str:
+    """Two objectives: one scatter with the front's staircase; three or more: the pairs of
+    the first three, side by side."""
+    objectives = study.objectives[:3]
+    pairs = [(0, 1)] if len(objectives) == 2 else [(0, 1), (0, 2), (1, 2)]
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4 if len(pairs) == 1 else 12.0, 4.0), layout="constrained")
+    axes = fig.subplots(1, len(pairs), squeeze=False)[0]
+    groups = [("dominated", [p for p in points if p.feasible and not p.front],
+               {"s": 18, "alpha": 0.6, "color": "C0"}),
+              ("infeasible", [p for p in points if not p.feasible],
+               {"s": 24, "marker": "x", "color": "0.5"}),
+              ("Pareto front", [p for p in points if p.front], {"s": 30, "color": "C3"})]
+    for ax, (i, j) in zip(axes, pairs, strict=True):
+        for name, group, style in groups:
+            if group:
+                ax.scatter([p.values[i] for p in group], [p.values[j] for p in group],
+                           label=name, **style)
+        if len(pairs) == 1 and groups[2][1]:
+            # the boundary of what the front dominates ("pre": vertical, then along x)
+            line = sorted(groups[2][1], key=lambda p: objectives[0].sign * p.values[0])
+            ax.step([p.values[0] for p in line], [p.values[1] for p in line], where="pre",
+                    color="C3", linewidth=1)
+        ax.set_xlabel(_plain(fronts.label(objectives[i])))
+        ax.set_ylabel(_plain(fronts.label(objectives[j])))
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best")
+    fig.suptitle("Pareto front" + ("" if len(study.objectives) <= 3 else
+                                   f" (the first 3 of {len(study.objectives)} objectives)"))
+    return _svg(fig, "pareto")
+
+
+def _hypervolume_svg(history: Sequence[analysis.HypervolumePoint]) -> str:
+    fig, ax = _figure(6.4, 3.4)
+    ax.step(range(1, len(history) + 1), [h.hypervolume for h in history], where="post",
+            color="C2")
+    ax.set_title("Hypervolume after each feasible completed trial")
+    ax.set_xlabel("Feasible completed trials, in the order they finished")
+    ax.set_ylabel("Hypervolume")
+    ax.grid(alpha=0.3)
+    return _svg(fig, "hypervolume")
 
 
 def _importance_svg(study: StudyRecord, scores: dict[str, float]) -> str:

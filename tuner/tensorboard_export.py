@@ -3,17 +3,21 @@
 `directory` gets the experiment config (the study's parameters and metric) at its top and
 one sub-folder per trial, `trial-00042`, holding that trial's parameter values, its
 per-epoch metrics as `epoch_<name>` scalars, and its final value under the study's metric,
-the tag the HParams dashboard reads for its metric column.
+the tag the HParams dashboard reads for its metric column. A study with several objectives
+or constraints has a metric column for each objective and each measure (what constraints
+read, e.g. `params`), so runs compare on all of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tuner.objectives import measured_names
 from tuner.space import Float, Int, Param, Space
 from tuner.states import FINISHED
-from tuner.storage import Storage
+from tuner.storage import Storage, StudyRecord, Trial
 
 
 def export_tensorboard(storage: Storage, study_name: str, directory: str | Path) -> int:
@@ -26,15 +30,16 @@ def export_tensorboard(storage: Storage, study_name: str, directory: str | Path)
 
     directory = Path(directory)
     hparams = [hp.HParam(p.name, _domain(hp, p)) for p in Space.from_dict(study.space)]
+    trials = storage.trials(study.id, states=FINISHED)
+    metrics = metric_names(study, trials)
     writer = tf.summary.create_file_writer(str(directory))
     try:
         with writer.as_default():
-            hp.hparams_config(hparams=hparams, metrics=[hp.Metric(study.metric)],
+            hp.hparams_config(hparams=hparams, metrics=[hp.Metric(m) for m in metrics],
                               time_created_secs=study.created_at)
     finally:
         writer.close()
 
-    trials = storage.trials(study.id, states=FINISHED)
     epochs = storage.epochs(t.id for t in trials)
     for trial in trials:
         writer = tf.summary.create_file_writer(str(directory / f"trial-{trial.number:05d}"))
@@ -49,13 +54,30 @@ def export_tensorboard(storage: Storage, study_name: str, directory: str | Path)
                     for name, value in scalars.items():
                         if value is not None:  # storage keeps NaN and inf as None
                             tf.summary.scalar(f"epoch_{name}", value, step=row["epoch"])
-                if trial.value is not None:  # a FAILED trial has none
-                    last = epochs[trial.id][-1]["epoch"] if epochs[trial.id] else 0
-                    step = trial.best_epoch if trial.best_epoch is not None else last
-                    tf.summary.scalar(study.metric, trial.value, step=step)
+                last = epochs[trial.id][-1]["epoch"] if epochs[trial.id] else 0
+                step = trial.best_epoch if trial.best_epoch is not None else last
+                for name, value in final_values(study, trial).items():
+                    tf.summary.scalar(name, value, step=step)
         finally:
             writer.close()
     return len(trials)
+
+
+def metric_names(study: StudyRecord, trials: Sequence[Trial]) -> list[str]:
+    """The HParams metrics: each objective, then what constraints read, then any other
+    measure a trial took (in name order)."""
+    names = measured_names(study.objectives, study.constraints)
+    extra = {k for t in trials for k in (t.measures or {})} - set(names)
+    return names + sorted(extra)
+
+
+def final_values(study: StudyRecord, trial: Trial) -> dict[str, float]:
+    """A trial's value of each objective and each measure, those it has (a FAILED trial
+    has none): an objective's own value wins over a measure of the same name."""
+    values = study.values_of(trial) or ()
+    objectives = {o.name: v for o, v in zip(study.objectives, values, strict=False)}
+    merged = {**(trial.measures or {}), **objectives}
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 def _domain(hp: Any, param: Param) -> Any:

@@ -27,7 +27,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from tuner.dashboard import charts, data
+from tuner import fronts
+from tuner.dashboard import charts, data, pareto_charts
 from tuner.display import fmt, fmt_seconds
 from tuner.errors import StudyNotFound, TunerError
 from tuner.space import Space, describe
@@ -198,7 +199,7 @@ def create_app(storage: Storage | str, *, token: str | None = None,
         return str(store.counts(record.id, states=[TrialState.COMPLETE])[TrialState.COMPLETE])
 
     def cached(record: StudyRecord, kind: str, compute: Any, key: str | None = None) -> Any:
-        """History and parallel coordinates change only when a trial completes;
+        """History, parallel coordinates and Pareto data change only when a trial completes;
         importance (seconds of fANOVA) at most every half minute."""
         return cache.get(record, kind, key or completed(record), compute,
                          max_age=30.0 if kind == "importance" else 0)
@@ -217,6 +218,10 @@ def create_app(storage: Storage | str, *, token: str | None = None,
         if record.strategy == "pbt":
             lineage = data.lineage(store, record)
             figs["lineage"] = charts.lineage(lineage["segments"], record.metric)
+        if record.multi_objective:
+            front = cached(record, "pareto", lambda: data.pareto(store, record), key)
+            figs["pareto"] = pareto_charts.pareto(front)
+            figs["hypervolume"] = pareto_charts.hypervolume(front)
         return figs
 
     # -- JSON API -----------------------------------------------------------------------
@@ -283,6 +288,14 @@ def create_app(storage: Storage | str, *, token: str | None = None,
         trial's hyperparameter schedule. Empty for other strategies."""
         return data.lineage(store, study(study_id))
 
+    @app.get("/api/studies/{study_id}/pareto", tags=["charts"])
+    def api_pareto(study_id: Id) -> dict[str, Any]:
+        """Objectives and constraints, each completed trial's objective values (feasible or
+        not, on the Pareto front or not), the front's trial numbers, and the hypervolume
+        after each feasible trial. One objective: its best trials make the front."""
+        record = study(study_id)
+        return cached(record, "pareto", lambda: data.pareto(store, record))
+
     @app.get("/api/studies/{study_id}/charts", tags=["charts"])
     def api_charts(study_id: Id) -> dict[str, Any]:
         """The study page's Plotly figures, by chart id."""
@@ -302,8 +315,8 @@ def create_app(storage: Storage | str, *, token: str | None = None,
         if trial.worker_id is not None:
             records = [w for w in store.workers() if w.id == trial.worker_id]
             worker = next(iter(data.worker_dicts(store, records)), None)
-        return {**data.trial_dict(trial), "per_epoch": data.epochs(store, [trial.id])[trial.id],
-                "worker": worker}
+        return {**data.trial_dict(trial, record),
+                "per_epoch": data.epochs(store, [trial.id])[trial.id], "worker": worker}
 
     # -- pages ----------------------------------------------------------------------------
     def page(request: Request, name: str, **context: Any) -> HTMLResponse:
@@ -326,7 +339,10 @@ def create_app(storage: Storage | str, *, token: str | None = None,
         except data.BadQuery as exc:
             table, error = None, str(exc)
         summary = next(s for s in data.studies(store) if s["id"] == record.id)
+        front = (cached(record, "pareto", lambda: data.pareto(store, record))["front"]
+                 if record.multi_objective else None)
         return page(request, "study.html", study=record, summary=summary, table=table,
+                    front=front, judged=fronts.judged(record),
                     error=error, query=query, params=space.names,
                     space=[(p.name, describe(p)) for p in space], states=list(TrialState),
                     page_sizes=data.PAGE_SIZES, fragments=("summary", "table"),
@@ -343,7 +359,7 @@ def create_app(storage: Storage | str, *, token: str | None = None,
                                  "values": [e["value"] for e in detail["per_epoch"]]}],
                                record.metric)
         return page(request, "trial.html", study=record, trial=detail, metrics=metrics,
-                    figure=figure, fragments=("trial",))
+                    figure=figure, fragments=("trial",), judged=fronts.judged(record))
 
     @app.get("/workers", response_class=HTMLResponse, include_in_schema=False)
     def workers_page(request: Request, all: bool = False) -> HTMLResponse:

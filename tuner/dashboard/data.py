@@ -15,12 +15,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuner import analysis
+from tuner import analysis, fronts
 from tuner.coordinator import lease_graces
 from tuner.errors import TunerError
 from tuner.space import Choice, Fixed, Float, Int, Space
 from tuner.states import TrialState
 from tuner.storage import Storage, StudyRecord, Trial, TrialFilter, WorkerRecord, shown_epoch
+from tuner.storage.records import values_of
 
 PAGE_SIZES = (25, 50, 100, 200)
 CURVES = 40  # learning curves drawn: the best and the latest trials
@@ -38,16 +39,26 @@ class BadQuery(TunerError):
 def study_dict(study: StudyRecord) -> dict[str, Any]:
     return {"id": study.id, "name": study.name, "metric": study.metric,
             "direction": study.direction, "strategy": study.strategy, "seed": study.seed,
-            "created_at": study.created_at, "space": study.space, "settings": study.settings}
+            "created_at": study.created_at, "space": study.space, "settings": study.settings,
+            "objectives": [{"name": o.name, "direction": o.direction} for o in study.objectives],
+            "constraints": [{"name": c.name, "op": c.op, "bound": c.bound}
+                            for c in study.constraints]}
 
 
-def trial_dict(trial: Trial) -> dict[str, Any]:
-    return {"number": trial.number, "state": trial.state.value, "value": trial.value,
-            "params": trial.params, "epochs": trial.epochs,
-            "best_epoch": shown_epoch(trial.best_epoch),
-            "retries": trial.retries, "worker_id": trial.worker_id, "error": trial.error,
-            "attrs": trial.attrs, "queued_at": trial.queued_at, "started_at": trial.started_at,
-            "finished_at": trial.finished_at, "duration": trial.duration}
+def trial_dict(trial: Trial, study: StudyRecord | None = None) -> dict[str, Any]:
+    """A trial as the API gives it; with its study, its constraint `verdict` too (None
+    where the study has no constraint or the trial measured nothing yet)."""
+    values = values_of(trial)
+    row = {"number": trial.number, "state": trial.state.value, "value": trial.value,
+           "values": None if values is None else list(values), "measures": trial.measures,
+           "params": trial.params, "epochs": trial.epochs,
+           "best_epoch": shown_epoch(trial.best_epoch),
+           "retries": trial.retries, "worker_id": trial.worker_id, "error": trial.error,
+           "attrs": trial.attrs, "queued_at": trial.queued_at, "started_at": trial.started_at,
+           "finished_at": trial.finished_at, "duration": trial.duration}
+    if study is not None:
+        row["verdict"] = fronts.verdict(study, trial)
+    return row
 
 
 def worker_dict(worker: WorkerRecord, now: float, grace: float) -> dict[str, Any]:
@@ -153,7 +164,8 @@ def trial_page(storage: Storage, study: StudyRecord, query: TrialQuery) -> dict[
         filters=parse_filter(query.filter, study, space), numeric=numeric_params(space),
         offset=(page - 1) * per_page, limit=per_page)
     return {"total": total, "page": page, "per_page": per_page,
-            "pages": max(1, -(-total // per_page)), "trials": [trial_dict(t) for t in rows]}
+            "pages": max(1, -(-total // per_page)),
+            "trials": [trial_dict(t, study) for t in rows]}
 
 
 def version(storage: Storage, study: StudyRecord) -> str:
@@ -244,3 +256,20 @@ def lineage(storage: Storage, study: StudyRecord) -> dict[str, Any]:
     chain = analysis.schedule(trials, best) if best is not None else []
     return {"segments": [dataclasses.asdict(s) for s in segments],
             "schedule": [trial_dict(t) for t in chain]}
+
+
+def pareto(storage: Storage, study: StudyRecord) -> dict[str, Any]:
+    """The objectives, each completed trial's point (with whether it is feasible, which
+    constraints it breaks, whether it is on the front), the front's trial numbers best
+    first by the first objective, and the hypervolume after each feasible trial, from the
+    `reference` point (each objective's worst value among them)."""
+    trials = storage.trials(study.id, states=[TrialState.COMPLETE])
+    history, reference = fronts.hypervolume(study, trials)
+    return {"objectives": [{"name": o.name, "direction": o.direction} for o in study.objectives],
+            "constraints": [str(c) for c in study.constraints],
+            "front": [t.number for t in fronts.front(study, trials)],
+            "points": [{"number": p.number, "values": list(p.values), "feasible": p.feasible,
+                        "front": p.front, "broken": list(p.broken)}
+                       for p in fronts.points(study, trials)],
+            "reference": None if reference is None else list(reference),
+            "hypervolume": [dataclasses.asdict(h) for h in history]}
