@@ -20,7 +20,6 @@ from tests.conftest import (
     TRADEOFF_INFEASIBLE,
     objective_study,
 )
-from tuner import analysis
 from tuner.dashboard import check_bind, create_app, data
 from tuner.dashboard.app import allowed_hosts_for
 from tuner.errors import TunerError
@@ -520,8 +519,7 @@ def test_pareto_api_gives_the_feasible_front_and_its_hypervolume(sqlite_url):
     with TestClient(create_app(storage)) as client:
         got = client.get(f"/api/studies/{study.id}/pareto").json()
         assert got["front"] == TRADEOFF_FRONT  # not #2 or #7: they break the constraint
-        assert got["front"] == [t.number for t in analysis.pareto_front(
-            study, storage.trials(study.id))]
+        assert got["front"] == [t.number for t in study.front(storage.trials(study.id))]
         assert got["objectives"] == [{"name": "acc", "direction": "maximize"},
                                      {"name": "params", "direction": "minimize"}]
         assert got["constraints"] == ["latency_ms <= 2"]
@@ -626,27 +624,3 @@ def test_hostile_objective_and_constraint_names_are_escaped(sqlite_url):
             "breaks &lt;script&gt;alert(1)&lt;/script&gt; &gt;= 0.75"]
         # the JSON data gives names as they are: it is data, not markup
         assert client.get(f"/api/studies/{study.id}/pareto").json()["objectives"][0]["name"] == bad
-
-
-def test_the_quick_front_is_analysis_pareto_front(sqlite_url):
-    """`fronts.front` (one pass, sorted best first) agrees with the O(n^2) ranking, ties and
-    duplicates included, on three objectives of mixed directions."""
-    import dataclasses as dc
-    import random
-
-    from tuner import fronts
-
-    storage, study = tradeoff_study(sqlite_url)
-    study = dc.replace(study, settings={**study.settings, "objectives": [
-        ["a", "maximize"], ["b", "minimize"], ["c", "maximize"]]})
-    template = storage.trials(study.id)[0]
-    rng = random.Random(7)
-    trials = []
-    for n in range(300):  # a trades against b; small integers: ties and duplicates
-        a = rng.randint(0, 9)
-        trials.append(dc.replace(
-            template, number=n, values=[a, a + rng.randint(0, 3), rng.randint(0, 3)],
-            measures={"latency_ms": rng.choice([0.5, 3.0])}))
-    quick = [t.number for t in fronts.front(study, trials)]
-    assert quick == [t.number for t in analysis.pareto_front(study, trials)]
-    assert 1 < len(quick) < 300

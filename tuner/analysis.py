@@ -151,11 +151,6 @@ def schedule_rows(study: StudyRecord, chain: Sequence[Trial]) -> list[list[Any]]
     return rows
 
 
-def pareto_front(study: StudyRecord, trials: Iterable[Trial]) -> list[Trial]:
-    """The study's Pareto front among `trials` (`StudyRecord.front`)."""
-    return study.front(trials)
-
-
 def reference_point(study: StudyRecord, trials: Iterable[Trial]) -> tuple[float, ...] | None:
     """Where hypervolume is measured from, signed: each objective's worst value among the
     study's completed feasible trials (so every such trial but the worst adds volume)."""

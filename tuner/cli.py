@@ -27,12 +27,12 @@ from tuner.display import (
     schedule_table,
     studies_table,
     trials_table,
-    verdict,
     workers_table,
 )
 from tuner.early_stop import RULES, make_early_stop
 from tuner.errors import NoTunerDatabase, TunerError
 from tuner.executors import make_executor
+from tuner.fronts import verdict
 from tuner.states import TrialState
 from tuner.stdio import captured_stderr
 from tuner.storage import DEFAULT_URL, Storage, StudyRecord, safe_url, shown_epoch
@@ -266,7 +266,7 @@ def best(
     out.print(Text.assemble("Best trial of " if trial_number is None else "Trial of ",
                             (name, "bold"), f": #{trial.number}, {values}{epoch}"))
     if record.constraints:
-        out.print(f"Keeps the constraints ({', '.join(map(str, record.constraints))}): "
+        out.print(f"Constraints ({', '.join(map(str, record.constraints))}): "
                   f"{verdict(record, trial)}")
     out.print("Parameters:")
     for key, value in trial.params.items():

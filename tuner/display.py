@@ -19,7 +19,8 @@ from rich.text import Text
 
 from tuner import analysis
 from tuner.coordinator import Progress
-from tuner.objectives import Objective, violations
+from tuner.fronts import verdict
+from tuner.objectives import Objective
 from tuner.states import TrialState
 from tuner.storage import StudyRecord, StudySummary, Trial, WorkerRecord, shown_epoch
 from tuner.strategies import PBTSegment
@@ -79,16 +80,6 @@ def objective_values(study: StudyRecord, trial: Trial) -> list[str]:
     """The trial's value of each objective, formatted."""
     values = study.values_of(trial) or ()
     return [fmt(values[i] if i < len(values) else None) for i in range(len(study.objectives))]
-
-
-def verdict(study: StudyRecord, trial: Trial) -> str:
-    """'yes' when the trial keeps every constraint, else the ones it breaks."""
-    if trial.state != TrialState.COMPLETE and not trial.measures:
-        return "-"
-    broken = [str(c) for c, v in zip(study.constraints,
-                                     violations(trial.measures, study.constraints), strict=True)
-              if v > 0]
-    return "no: " + ", ".join(broken) if broken else "yes"
 
 
 def judged(study: StudyRecord, trial: Trial) -> str:
@@ -186,7 +177,7 @@ def trials_table(study: StudyRecord, trials: Sequence[Trial], *, title: str | No
         cells += [
             str(trial.number), Text(trial.state.value, style=STATE_STYLES[trial.state]),
             *objective_values(study, trial),
-            *([verdict(study, trial)] if study.constraints else []),
+            *([fmt(verdict(study, trial))] if study.constraints else []),
             fmt(shown_epoch(trial.best_epoch)), str(trial.epochs), fmt_seconds(trial.duration),
         ]
         if lineage:

@@ -3,10 +3,10 @@ trial's verdict, its point, and the Pareto front, as plain data each view draws 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tuner import analysis, pareto
+from tuner import analysis
 from tuner.objectives import Objective
 from tuner.states import TrialState
 from tuner.storage.records import StudyRecord, Trial
@@ -47,24 +47,10 @@ class Point:
     finished_at: float | None
 
 
-def front(study: StudyRecord, trials: Iterable[Trial]) -> list[Trial]:
-    """The same trials as `analysis.pareto_front`, best first by the first objective, in
-    O(n x front) rather than O(n^2): after a lexicographic sort, best first, no trial can be
-    dominated by one after it, so each is checked against the front so far only."""
-    candidates = sorted(((p, t) for t in trials if t.state == TrialState.COMPLETE
-                         and study.feasible(t) and (p := study.signed(t)) is not None),
-                        key=lambda pt: (tuple(-x for x in pt[0]), pt[1].number))
-    kept: list[tuple[tuple[float, ...], Trial]] = []
-    for point, trial in candidates:
-        if not any(pareto.dominates(q, point) for q, _ in kept):
-            kept.append((point, trial))
-    return [t for _, t in sorted(kept, key=lambda pt: (-pt[0][0], pt[1].number))]
-
-
 def points(study: StudyRecord, trials: Sequence[Trial]) -> list[Point]:
     """Every completed trial with a value for each objective, feasible or not, in number
     order, marked whether it is on the front."""
-    on_front = {t.number for t in front(study, trials)}
+    on_front = {t.number for t in study.front(trials)}
     out = []
     for trial in sorted(trials, key=lambda t: t.number):
         values = study.values_of(trial)

@@ -46,8 +46,15 @@ def nondominated_ranks(points: Sequence[Point]) -> list[int]:
 
 
 def front_indices(points: Sequence[Point]) -> list[int]:
-    """The indices of the non-dominated points."""
-    return [i for i, r in enumerate(nondominated_ranks(points)) if r == 0]
+    """The indices of the non-dominated points, in index order. In O(n x front) rather
+    than O(n^2): sorted best first lexicographically, no point can be dominated by one
+    after it, so each is checked against the front found so far only."""
+    order = sorted(range(len(points)), key=lambda i: tuple(-x for x in points[i]))
+    kept: list[int] = []
+    for i in order:
+        if not any(dominates(points[j], points[i]) for j in kept):
+            kept.append(i)
+    return sorted(kept)
 
 
 def crowding_distances(points: Sequence[Point]) -> list[float]:

@@ -147,7 +147,7 @@ def _pareto(study: StudyRecord, trials: Sequence[Trial]) -> list[Block]:
     """Several objectives: the front as a table and a scatter, and its hypervolume."""
     if not study.multi_objective:
         return []
-    front = fronts.front(study, trials)
+    front = study.front(trials)
     blocks: list[Block] = [Heading("Pareto front")]
     if not front:
         return [*blocks, Para("No completed trial keeps every constraint yet: no front.")]

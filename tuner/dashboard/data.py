@@ -267,7 +267,7 @@ def pareto(storage: Storage, study: StudyRecord) -> dict[str, Any]:
     history, reference = fronts.hypervolume(study, trials)
     return {"objectives": [{"name": o.name, "direction": o.direction} for o in study.objectives],
             "constraints": [str(c) for c in study.constraints],
-            "front": [t.number for t in fronts.front(study, trials)],
+            "front": [t.number for t in study.front(trials)],
             "points": [{"number": p.number, "values": list(p.values), "feasible": p.feasible,
                         "front": p.front, "broken": list(p.broken)}
                        for p in fronts.points(study, trials)],
