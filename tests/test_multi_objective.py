@@ -180,6 +180,11 @@ def test_cli_run_best_and_pareto(sqlite_url):
                   if line.startswith("│")) == sorted(numbers)
     one = run_cli("best", "toy", "--storage", sqlite_url, "--trial", str(front[-1].number))
     assert one.returncode == 0 and f"#{front[-1].number}, f1=" in one.stdout
+    exported = run_cli("export", "toy", "--storage", sqlite_url, "--format", "csv")
+    header, *rows = exported.stdout.splitlines()
+    assert "values_f1,values_f2" in header and len(rows) == 12
+    studies = run_cli("studies", "--storage", sqlite_url)
+    assert "f1 ↓, f2 ↓" in studies.stdout
     refused = run_cli("best", "toy", "--storage", sqlite_url, "--export", "x.keras")
     assert refused.returncode != 0 and "--trial N" in refused.stderr
     assert "Traceback" not in refused.stderr

@@ -211,7 +211,8 @@ def studies_table(summaries: Iterable[StudySummary]) -> Table:
     for s in summaries:
         c = s.counts
         table.add_row(
-            s.study.name, s.study.strategy, f"{s.study.metric} {arrow(s.study)}",
+            s.study.name, s.study.strategy,
+            ", ".join(f"{o.name} {arrow(o)}" for o in s.study.objectives),
             str(sum(c.values())), str(c.get(TrialState.COMPLETE, 0)),
             str(c.get(TrialState.RUNNING, 0)), str(c.get(TrialState.FAILED, 0)),
             str(c.get(TrialState.PRUNED, 0)), fmt(s.best_value),

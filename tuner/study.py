@@ -413,8 +413,13 @@ class Study:
                 row["params"] = trial.params
                 row["epoch_metrics"] = [{**e, "epoch": shown_epoch(e["epoch"])}
                                         for e in per_epoch[trial.id]]
+            judged_by = ({"objectives": [{"name": o.name, "direction": o.direction}
+                                         for o in self.objectives],
+                          "constraints": [str(c) for c in self._record.constraints]}
+                         if self._record.measured else {})
             return json.dumps({"study": self.name, "metric": self.metric,
-                               "direction": self.direction, "trials": rows}, indent=2)
+                               "direction": self.direction, **judged_by, "trials": rows},
+                              indent=2)
         if format != "csv":
             raise ValueError(f"format: {format!r} is neither csv nor json")
         columns: list[str] = []
@@ -473,6 +478,8 @@ def trial_row(trial: Trial) -> dict[str, Any]:
         row.update(member=segment.member, generation=segment.generation,
                    first_epoch=segment.start + 1, restored_from=segment.restore,
                    copied_from=segment.copied_from)
+    # Several objectives or constraints: what each reads, as measured (`values_<name>`).
+    row.update({f"values_{k}": v for k, v in (trial.measures or {}).items()})
     row.update({f"params_{k}": v for k, v in trial.params.items()})
     row["error"] = trial.error
     return row
