@@ -89,7 +89,9 @@ def test_digits_accuracy_against_size_measures_agree_with_keras(tmp_path):
     definition = StudyDefinition(**{
         **_file_options(STUDIES / "digits_pareto.py"),
         "objectives": ["val_accuracy", "params", "latency_ms"],
-        "constraints": {"model_bytes": ("<=", 10**7)},
+        "constraints": {"model_bytes": ("<=", 10**7), "depth": ("<=", 3)},
+        "measures": lambda model, data: {"depth": len(model.layers),
+                                         "val_rows": len(data[1][0])},
     })
     study = Study.create("sizes", definition=definition, storage=url, strategy="random",
                          seed=4, artifacts=str(tmp_path / "artifacts"))
@@ -101,6 +103,9 @@ def test_digits_accuracy_against_size_measures_agree_with_keras(tmp_path):
         assert trial.measures["params"] == model.count_params()
         assert trial.values[1] == trial.measures["params"]
         assert trial.measures["model_bytes"] == 4 * model.count_params()  # float32
+        # the study's own measures, of the trained model and the study's data
+        assert trial.measures["depth"] == len(model.layers) and trial.measures["val_rows"] == 300
+        assert study.record.feasible(trial) == (len(model.layers) <= 3)
         again = latency_ms(model, _batch())
         assert 0 < trial.measures["latency_ms"] < 50 * again + 5
         # every epoch's row carries the built-in measures, as early stopping reads them

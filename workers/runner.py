@@ -162,12 +162,12 @@ class SegmentRun:
 
 def _measures(names: Sequence[str], logs: Mapping[str, float] | None,
               own: Mapping[str, float]) -> dict[str, float] | None:
-    """What a trial measured of the names its study reads (`names`): its best epoch's logs
-    (built-in measures included) and the study's own `measures`; None when it reads none."""
-    if not names:
-        return None
+    """What a trial measured: of its best epoch's logs (built-in measures included) the
+    names its study reads (`names`), and whatever the study's own `measures` returned;
+    None when that is nothing."""
     found = {**(logs or {}), **own}
-    return {name: found[name] for name in names if name in found} | dict(own)
+    measured = {name: found[name] for name in names if name in found} | dict(own)
+    return measured or None
 
 
 def _best(values: list[float | None], sign: int) -> tuple[float | None, int | None]:
@@ -342,7 +342,9 @@ def run_tuner_trial(
     if isinstance(returned, Mapping):  # what run_trial returned counts for each objective
         logs = {**(logs or {}), **{k: float(v) for k, v in returned.items()
                                   if isinstance(v, (int, float))}}
-    model = keeper.holder or (reporters[0].model if reporters else None)
+    model = keeper.holder if keeper.holder is not None else (
+        reporters[0].model if reporters else None)
+    # The tuner's run_trial fits on data of its own: the study's measures get none.
     own = users(definition.measures, model, None) if model is not None else {}
     return Outcome(value=value, best_epoch=best_epoch, params=dict(hp.values), space=hp.space,
                    pruned=bool(reporters) and reporters[0].pruned,
