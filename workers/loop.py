@@ -266,17 +266,18 @@ class Worker:
             self.storage.pause_trial(trial.id, worker_id, value=outcome.value,
                                      best_epoch=outcome.best_epoch, attrs=outcome.attrs)
             return
-        unmeasured = [n for n in study.measured if (outcome.measures or {}).get(n) is None]
-        if outcome.value is None or not math.isfinite(outcome.value):
+        unmeasured = [n for n in study.measured if n not in (outcome.measures or {})]
+        if outcome.value is None and not unmeasured or (
+                outcome.value is not None and not math.isfinite(outcome.value)):
             finished = self.storage.finish_trial(
                 trial.id, worker_id, TrialState.FAILED, params=outcome.params,
                 error=f"no finite value of {study.metric!r} was reported"
                       + (f" (got {outcome.value})" if outcome.value is not None else ""),
             )
-        elif unmeasured:
+        elif unmeasured:  # the study file's mistake, not the trial's: it stops the study
             finished = self.storage.finish_trial(
                 trial.id, worker_id, TrialState.FAILED, params=outcome.params,
-                measures=outcome.measures, error=(
+                measures=outcome.measures, attrs={"fatal": True}, error=(
                     f"the study reads {', '.join(map(repr, unmeasured))}, which the trial did "
                     "not measure: name a metric of the epoch logs, a built-in measure ("
                     + ", ".join(BUILT_IN_MEASURES) + ") or one the study's measures() returns"))

@@ -46,12 +46,13 @@ def run_objective(objective: Callable[[Any], Any], space: Space, params: Mapping
             raise ValueError(f"objective returned {len(returned)} values for {names!r}")
         returned = dict(zip(names, returned, strict=False))
     if isinstance(returned, Mapping):
-        missing = [n for n in names if n not in returned]
-        if missing:
-            raise KeyError(f"objective returned {sorted(returned)}, without {missing!r}")
-        measures = {n: float(returned[n]) for n in names}
-        returned = returned[metric]
+        if not measured and metric not in returned:
+            raise KeyError(f"objective returned {sorted(returned)}, without {metric!r}")
+        # What it lacks of several objectives or constraints, the worker says (and stops).
+        measures = {n: float(returned[n]) for n in names if n in returned}
+        value = measures.get(metric)
     else:
-        measures = {metric: float(returned)}
-    return Outcome(value=float(returned), best_epoch=None, params=dict(hp.values),
+        value = float(returned)
+        measures = {metric: value}
+    return Outcome(value=value, best_epoch=None, params=dict(hp.values),
                    space=hp.space, measures=measures if measured else None)
