@@ -378,6 +378,8 @@ def test_a_multi_objective_report_shows_objectives_front_and_hypervolume(tmp_pat
         ("0", "0.9", "100", "feasible"), ("4", "0.85", "80", "feasible"),
         ("1", "0.8", "50", "feasible")]  # not #2, which breaks the latency bound
     header, *rows = page.table("Top ")
+    # ranked by fronts: the front first, the infeasible #2 (more accurate) after it
+    assert [r[1] for r in rows[:3]] == ["0", "4", "1"]
     by_trial = {r[1]: dict(zip(header, r, strict=True)) for r in rows}
     assert (by_trial["2"]["acc ↑"], by_trial["2"]["params ↓"]) == ("0.95", "40")
     assert by_trial["2"]["Constraints"] == "breaks latency_ms <= 2"

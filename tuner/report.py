@@ -107,7 +107,7 @@ def _setup(study: StudyRecord, trials: Sequence[Trial]) -> list[Block]:
 
 
 def _top(study: StudyRecord, trials: Sequence[Trial]) -> list[Block]:
-    ranked = rank(list(trials), study.sign)[:TOP]
+    ranked = rank(list(trials), study.sign, study)[:TOP]  # by fronts with several objectives
     if not ranked:
         return [Heading("Top trials"), Para("No trials yet.")]
     names: list[str] = []
