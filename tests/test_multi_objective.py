@@ -276,3 +276,26 @@ def test_keras_tuner_list_of_objectives(tmp_path):
         assert trial.state == TrialState.COMPLETE, trial.error
         assert trial.values[1] == 64 * trial.params["units"] + trial.params["units"] + (
             trial.params["units"] * 10 + 10)
+
+
+def test_hyperband_ranks_its_brackets_by_fronts():
+    """Each bracket's rung keeps the top 1/eta of its own members by fronts."""
+    from tuner.early_stop import Hyperband
+    from tuner.early_stop._hyperband import bracket_of, bracket_weights
+
+    rule = Hyperband(min_epochs=1, reduction_factor=2)
+    vectors = {n: [(0.5 + 0.04 * (n % 5), -100.0 * (n % 3 + 1))] * 4 for n in range(24)}
+    curves = Curves({n: [v[0][0]] * 4 for n, v in vectors.items()}, frozenset(), 4, 7, vectors)
+    weights = bracket_weights(1, 4, 2)
+    checked = 0
+    for number in range(24):
+        bracket = bracket_of(number, 7, weights)
+        rung = 2 ** bracket  # the bracket's first rung
+        if rung >= 4:
+            continue
+        rivals = [vectors[n][rung - 1] for n in range(24)
+                  if n != number and bracket_of(n, 7, weights) == bracket]
+        expected = not promotable_by_fronts(vectors[number][rung - 1], rivals, 2)
+        assert rule.should_stop(number, rung, curves) == expected
+        checked += 1
+    assert checked > 10
