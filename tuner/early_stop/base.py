@@ -63,15 +63,19 @@ class EarlyStop(ABC):
 
 def read_curves(storage: Storage, study: StudyRecord) -> Curves:
     """The study's curves as a rule reads them: signed so that higher is better."""
-    values, finished = storage.curves(study.id)
-    signed = {n: [None if v is None else study.sign * v for v in curve]
-              for n, curve in values.items()}
-    vectors = None
-    if study.multi_objective:
-        objectives = study.objectives
-        vectors = {n: [None if None in epoch else tuple(
-                       o.sign * v for o, v in zip(objectives, epoch, strict=True))
-                       for epoch in curve]
-                   for n, curve in storage.metric_curves(
-                       study.id, [o.name for o in objectives]).items()}
+    if not study.multi_objective:
+        values, finished = storage.curves(study.id)
+        signed = {n: [None if v is None else study.sign * v for v in curve]
+                  for n, curve in values.items()}
+        return Curves(signed, finished, study.settings["epochs"], study.seed)
+    # Several objectives: each epoch's signed vector, read in the same one query; the
+    # first objective's curve is its first component.
+    objectives = study.objectives
+    epochs, finished = storage.curves(study.id, [o.name for o in objectives])
+    vectors = {n: [None if None in epoch else tuple(
+                   o.sign * v for o, v in zip(objectives, epoch, strict=True))
+                   for epoch in curve]
+               for n, curve in epochs.items()}
+    signed = {n: [None if epoch[0] is None else objectives[0].sign * epoch[0]
+                  for epoch in curve] for n, curve in epochs.items()}
     return Curves(signed, finished, study.settings["epochs"], study.seed, vectors)

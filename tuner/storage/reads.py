@@ -189,44 +189,31 @@ class Reads(Database):
         return [tuple(row) for row in rows]
 
     @retrying
-    def curves(self, study_id: int) -> tuple[dict[int, list[float | None]], frozenset[int]]:
+    def curves(self, study_id: int, metrics: Sequence[str] = ()
+               ) -> tuple[dict[int, list[Any]], frozenset[int]]:
         """Per-epoch values of the study's trials but the failed ones (a queued trial has
         epochs when it was promoted or requeued with a checkpoint), by trial number, and the
-        numbers of those that are finished: what early stopping reads."""
+        numbers of those that are finished: what early stopping reads. With `metrics`, each
+        epoch gives the tuple of those metrics its row holds (several objectives) instead."""
         live = [s.value for s in TrialState if s != TrialState.FAILED]
+        column = EPOCHS.c.metrics if metrics else EPOCHS.c.value
         with self._tx() as conn:
             rows = conn.execute(
-                sa.select(TRIALS.c.number, TRIALS.c.state, EPOCHS.c.epoch, EPOCHS.c.value)
+                sa.select(TRIALS.c.number, TRIALS.c.state, column)
                 .join(EPOCHS, EPOCHS.c.trial_id == TRIALS.c.id)
                 .where(TRIALS.c.study_id == study_id, TRIALS.c.state.in_(live))
                 .order_by(TRIALS.c.number, EPOCHS.c.epoch)
             ).all()
-        values: dict[int, list[float | None]] = {}
+        values: dict[int, list[Any]] = {}
         finished = set()
         ended = (TrialState.COMPLETE.value, TrialState.PRUNED.value)
-        for number, state, _epoch, value in rows:
+        for number, state, value in rows:
+            if metrics:
+                value = tuple((value or {}).get(name) for name in metrics)
             values.setdefault(number, []).append(value)
             if state in ended:
                 finished.add(number)
         return values, frozenset(finished)
-
-    @retrying
-    def metric_curves(self, study_id: int, names: Sequence[str]
-                      ) -> dict[int, list[tuple[float | None, ...]]]:
-        """Per-epoch values of the named metrics (what each epoch's row holds of them) for
-        the trials `curves` reads: what early stopping by several objectives reads."""
-        live = [s.value for s in TrialState if s != TrialState.FAILED]
-        with self._tx() as conn:
-            rows = conn.execute(
-                sa.select(TRIALS.c.number, EPOCHS.c.metrics)
-                .join(EPOCHS, EPOCHS.c.trial_id == TRIALS.c.id)
-                .where(TRIALS.c.study_id == study_id, TRIALS.c.state.in_(live))
-                .order_by(TRIALS.c.number, EPOCHS.c.epoch)
-            ).all()
-        out: dict[int, list[tuple[float | None, ...]]] = {}
-        for number, metrics in rows:
-            out.setdefault(number, []).append(tuple((metrics or {}).get(n) for n in names))
-        return out
 
     @retrying
     def best_trial(self, study: StudyRecord) -> Trial | None:
