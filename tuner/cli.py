@@ -21,18 +21,18 @@ from tuner.coordinator import CoordinatorOptions, Interrupted, lease_graces
 from tuner.display import (
     ProgressDisplay,
     fmt,
-    judged,
     make_console,
     printable,
     schedule_table,
     studies_table,
     trials_table,
+    values_text,
     workers_table,
 )
 from tuner.early_stop import RULES, make_early_stop
 from tuner.errors import NoTunerDatabase, TunerError
 from tuner.executors import make_executor
-from tuner.fronts import verdict
+from tuner.fronts import label, verdict
 from tuner.states import TrialState
 from tuner.stdio import captured_stderr
 from tuner.storage import DEFAULT_URL, Storage, StudyRecord, safe_url, shown_epoch
@@ -262,7 +262,7 @@ def best(
         out.print(f"Saved the model of trial #{trial.number} to {export}")
     epoch = "" if trial.best_epoch is None else f" at epoch {shown_epoch(trial.best_epoch)}"
     values = (f"{record.metric} = {fmt(trial.value)} ({record.direction})"
-              if not record.multi_objective else judged(record, trial))
+              if not record.multi_objective else values_text(record, trial))
     out.print(Text.assemble("Best trial of " if trial_number is None else "Trial of ",
                             (name, "bold"), f": #{trial.number}, {values}{epoch}"))
     if record.constraints:
@@ -280,7 +280,7 @@ def best(
 
 def judged_by(record: StudyRecord) -> str:
     """What a study is judged by: each objective with its direction, and the constraints."""
-    text = ", ".join(f"{o.name} ({o.direction})" for o in record.objectives)
+    text = ", ".join(map(label, record.objectives))
     return text + "".join(f" · {c}" for c in record.constraints)
 
 

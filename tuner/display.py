@@ -82,7 +82,7 @@ def objective_values(study: StudyRecord, trial: Trial) -> list[str]:
     return [fmt(values[i] if i < len(values) else None) for i in range(len(study.objectives))]
 
 
-def judged(study: StudyRecord, trial: Trial) -> str:
+def values_text(study: StudyRecord, trial: Trial) -> str:
     """The trial's objective values as `name=value` pairs."""
     return " ".join(f"{o.name}={v}"
                     for o, v in zip(study.objectives, objective_values(study, trial), strict=True))
@@ -133,7 +133,7 @@ class ProgressDisplay:
             return
         if (trial := progress.trial) is not None and progress.study.multi_objective:
             self.console.print(
-                f"trial {trial.number} {trial.state.value} {judged(progress.study, trial)} · "
+                f"trial {trial.number} {trial.state.value} {values_text(progress.study, trial)} · "
                 f"{progress.done}/{progress.budget} done · front {len(progress.front)} · "
                 f"elapsed {fmt_seconds(progress.elapsed)}"
             )
