@@ -299,3 +299,17 @@ def test_hyperband_ranks_its_brackets_by_fronts():
         assert rule.should_stop(number, rung, curves) == expected
         checked += 1
     assert checked > 10
+
+
+def test_the_gp_sampler_takes_several_objectives_and_constraints(sqlite_url, monkeypatch):
+    """`bayes-gp`: Optuna's GP sampler past its random start, on two objectives and a
+    constraint; the front is the non-dominated feasible set."""
+    monkeypatch.setenv("TUNER_TEST_CONSTRAINED", "2.0")
+    study = Study.create(definition=STUDIES / "toy_pareto.py", storage=sqlite_url,
+                         strategy="bayes-gp", seed=4)
+    study.optimize(trials=13, executor=InProcess(), show_progress=False)
+    trials = study.trials
+    assert len(trials) == 13 and all(t.state == TrialState.COMPLETE for t in trials)
+    front = study.best_trials
+    assert front and {t.number for t in front} == brute_front(study, trials)
+    assert all(t.measures["f2"] <= 2.0 for t in front)
